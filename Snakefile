@@ -1,0 +1,34 @@
+# panel2patch: PubMed Central articles -> figure, panel and patch level image-text pairs.
+#
+#   snakemake --cores all                      # local run on config/config.yaml
+#   snakemake --cores all --profile slurm      # one Slurm job per rule job (slurm/config.v8+.yaml)
+#
+# Every invocation is one MLflow parent run; every job a nested run (src/panel2patch/tracking.py).
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/ingest.smk"
+
+
+rule all:
+    input:
+        get_final_output(),
+    default_target: True
+
+
+onstart:
+    start_tracking()
+
+
+onsuccess:
+    end_tracking("FINISHED")
+
+
+onerror:
+    end_tracking("FAILED")

@@ -1,0 +1,47 @@
+"""The ``panel2patch`` command line: each stage on files by hand, same code as the workflow.
+
+    panel2patch ingest PATH... --out DIR        JATS files/folders, PMC .tar.gz packages, PDFs
+    panel2patch split-caption --in CAPTIONS.jsonl --out FILE.jsonl
+
+Each subcommand lives next to its stage (``panel2patch.<stage>.cli``) and is imported only when
+it runs, so ``panel2patch --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module with add_arguments(parser) and main(args), one-line help)
+COMMANDS = {
+    "ingest": ("panel2patch.ingest.cli", "extract figures, captions, licences and citing sentences"),
+    "split-caption": ("panel2patch.text.cli", "split captions into per-panel subcaptions"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="panel2patch", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_)
+        p.set_defaults(_module=module)
+        try:
+            importlib.import_module(module).add_arguments(p)
+        except ModuleNotFoundError as exc:  # a stage not installed in this build
+            if not exc.name or not module.startswith(exc.name):
+                raise
+            p.set_defaults(_missing=str(exc))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "_missing", None):
+        print(f"panel2patch {args.command}: not available in this build ({args._missing})", file=sys.stderr)
+        return 2
+    return int(importlib.import_module(args._module).main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

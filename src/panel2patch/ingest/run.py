@@ -1,0 +1,74 @@
+"""Tracked entry points of the ingest stage, shared by the Snakemake rules and the CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from .. import tracking
+from .core import DEFAULTS, ingest_units
+from .discover import Unit
+from .images import sha256_file
+
+log = logging.getLogger(__name__)
+
+
+def unit_manifest(units: list[Unit]) -> pd.DataFrame:
+    """Inputs of a job with size and sha256, for ``mlflow.log_input``."""
+    rows = []
+    for u in units:
+        p = Path(u.path)
+        ok = p.is_file()
+        rows.append({"path": u.path, "kind": u.kind, "bytes": p.stat().st_size if ok else None,
+                     "sha256": sha256_file(p) if ok else None})
+    return pd.DataFrame(rows, columns=["path", "kind", "bytes", "sha256"])
+
+
+def run_shard(units: list[dict | Unit], out_dir: str | Path, shard: str, cfg: dict | None,
+              results_dir: str | Path = "results", tracking_cfg: dict | None = None, track: bool = True) -> dict:
+    """Ingest one shard into ``out_dir`` and log params, input manifest, counts and output hashes."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    units = [u if isinstance(u, Unit) else Unit(**u) for u in units]
+    cfg = {**DEFAULTS, **(cfg or {})}
+    if not track:
+        return ingest_units(units, out_dir, shard, cfg)
+    with tracking.stage_run("ingest", shard, cfg, results_dir, tracking_cfg) as run:
+        run.log_manifest(unit_manifest(units), name=f"ingest-{shard}")
+        stats = ingest_units(units, out_dir, shard, cfg)
+        run.log_metrics({k: v for k, v in stats.items() if k != "outputs"})
+        outputs = {**stats["outputs"], "images": str(Path(out_dir) / "images")}
+        run.log_outputs(outputs)
+    log.info("ingest %s: %s", shard, json.dumps({k: v for k, v in stats.items() if k != "outputs"}))
+    return stats
+
+
+def summarise(figures: list[str], articles: list[str], skips: list[str], summary_path: str | Path,
+              skips_path: str | Path, results_dir: str | Path = "results", tracking_cfg: dict | None = None) -> dict:
+    """Totals over all shards: ``summary.json`` and one ``skips.tsv`` listing every skip."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    read = lambda paths: pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True) if paths else pd.DataFrame()
+    fig, art, skp = read(figures), read(articles), read(skips)
+    summary = {
+        "shards": len(figures),
+        "articles": int(len(art)),
+        "figures": int(len(fig)),
+        "figures_by_source": fig["source_kind"].value_counts().to_dict() if len(fig) else {},
+        "figures_with_inline_refs": int(fig["inline_refs"].map(len).gt(0).sum()) if len(fig) else 0,
+        "figures_with_licence": int(fig["licence"].notna().sum()) if len(fig) else 0,
+        "skips": int(len(skp)),
+        "skip_reasons": skp["reason"].value_counts().sort_index().to_dict() if len(skp) else {},
+    }
+    Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
+    Path(summary_path).write_text(json.dumps(summary, indent=2) + "\n")
+    cols = ["shard", "source_path", "article_id", "figure_key", "reason", "detail"]
+    (skp if len(skp) else pd.DataFrame(columns=cols)).to_csv(skips_path, sep="\t", index=False)
+    with tracking.stage_run("ingest_summary", "all", {"shards": len(figures)}, results_dir, tracking_cfg) as run:
+        run.log_metrics(summary)
+        run.log_outputs({"summary": summary_path, "skips": skips_path})
+    print(f"ingest: {summary['figures']} figures from {summary['articles']} articles, {summary['skips']} skipped "
+          f"{summary['skip_reasons']}", file=os.sys.stderr)
+    return summary

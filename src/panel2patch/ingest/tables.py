@@ -1,0 +1,135 @@
+"""Parquet tables written by the ingest stage, one set per shard.
+
+``results/<shard>/ingest/`` holds:
+
+``figures.parquet`` (one row per ingested figure)
+    ============== ============ ==========================================================
+    column         type         meaning
+    ============== ============ ==========================================================
+    figure_id      string       stable id: ``<article_key>__<figure_key>`` ([A-Za-z0-9._-])
+    article_id     string       PMCID, else PMID, else DOI, else the input file's stem
+    pmcid          string/null  ``PMC1234567``
+    pmid           string/null
+    doi            string/null
+    label          string/null  printed label, e.g. ``Figure 2``
+    caption_title  string/null  the caption's ``<title>`` (JATS) or first sentence (PDF)
+    caption        string       full caption: title + text, whitespace normalised
+    image_path     string       normalised image, relative to the shard's ingest folder
+    image_format   string       ``png`` or ``jpeg`` (RGB)
+    width          int32        pixels, as in the source (never resized)
+    height         int32
+    image_sha256   string       sha256 of the file at ``image_path``
+    source_image   string/null  image file name inside the source (JATS) or null (PDF)
+    licence        string/null  licence URL or type from ``<permissions>`` (or a Creative Commons
+                                ``<copyright-statement>``); null if absent
+    licence_code   string/null  normalised: cc-by, cc-by-sa, cc-by-nc(-sa/-nd), cc-by-nd, cc0,
+                                public-domain, other (``ingest.licence.licence_code``)
+    source_kind    string       ``jats`` | ``pdf``
+    source_path    string       the input unit (file, folder or package) as discovered
+    page           int32/null   1-based PDF page, null for JATS
+    pdf_bbox       list<double> PDF figure box in points [x0, y0, x1, y1], null for JATS
+    method         string       how it was found: ``jats``, ``pdf-layout``, ``pdf-heuristic``
+    inline_refs    list<struct<sentence: string, panels: list<string>>>
+                                body sentences citing the figure; ``panels`` holds the panel
+                                letters cited with it ("Fig. 2B-D" -> B, C, D)
+    shard          string
+    ============== ============ ==========================================================
+
+``articles.parquet`` (one row per article that was read, even if it yields no figure)
+    article_id, pmcid, pmid, doi, title, journal, licence, licence_code, source_kind, source_path,
+    n_figures (int32), shard.
+
+``skips.parquet`` (one row per article or figure that was not ingested)
+    shard, source_path, article_id (null when unknown), figure_key (null for a whole article),
+    reason (short code, see ``SKIP_REASONS``), detail (human-readable message).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SKIP_REASONS = {
+    "malformed-xml": "the XML could not be parsed",
+    "not-jats": "the XML is not a JATS/NLM article",
+    "no-figures": "the article or PDF has no figure",
+    "missing-image": "the figure's graphic file is not in the article folder or package",
+    "unreadable-image": "the image file is truncated, corrupt or of an unknown format",
+    "decompression-bomb": "the image has more pixels than ingest.max_image_pixels",
+    "missing-caption": "the figure has no caption text",
+    "bad-package": "the package could not be opened or holds unsafe members",
+    "unreadable-pdf": "the PDF could not be opened",
+    "pdf-render-failed": "the PDF figure region could not be rendered",
+    "unsupported-input": "the input is not a JATS file, article folder, package or PDF",
+    "error": "an unexpected error (see detail)",
+}
+
+INLINE_REF = pa.struct([("sentence", pa.string()), ("panels", pa.list_(pa.string()))])
+
+FIGURES = pa.schema(
+    [
+        ("figure_id", pa.string()),
+        ("article_id", pa.string()),
+        ("pmcid", pa.string()),
+        ("pmid", pa.string()),
+        ("doi", pa.string()),
+        ("label", pa.string()),
+        ("caption_title", pa.string()),
+        ("caption", pa.string()),
+        ("image_path", pa.string()),
+        ("image_format", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("image_sha256", pa.string()),
+        ("source_image", pa.string()),
+        ("licence", pa.string()),
+        ("licence_code", pa.string()),
+        ("source_kind", pa.string()),
+        ("source_path", pa.string()),
+        ("page", pa.int32()),
+        ("pdf_bbox", pa.list_(pa.float64())),
+        ("method", pa.string()),
+        ("inline_refs", pa.list_(INLINE_REF)),
+        ("shard", pa.string()),
+    ]
+)
+
+ARTICLES = pa.schema(
+    [
+        ("article_id", pa.string()),
+        ("pmcid", pa.string()),
+        ("pmid", pa.string()),
+        ("doi", pa.string()),
+        ("title", pa.string()),
+        ("journal", pa.string()),
+        ("licence", pa.string()),
+        ("licence_code", pa.string()),
+        ("source_kind", pa.string()),
+        ("source_path", pa.string()),
+        ("n_figures", pa.int32()),
+        ("shard", pa.string()),
+    ]
+)
+
+SKIPS = pa.schema(
+    [
+        ("shard", pa.string()),
+        ("source_path", pa.string()),
+        ("article_id", pa.string()),
+        ("figure_key", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+
+
+def write_table(rows: list[dict], schema: pa.Schema, path: str | Path) -> None:
+    """Write ``rows`` (dicts keyed by column) as Parquet, atomically (tmp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema)
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)

@@ -1,0 +1,193 @@
+"""MLflow lineage: one parent run per workflow invocation, one nested run per rule job.
+
+Where the runs go (first match wins):
+1. ``MLFLOW_TRACKING_URI`` in the environment (e.g. a tracking server on a cluster);
+2. ``tracking.uri`` in ``config/config.yaml``;
+3. the embedded default, a SQLite store ``<results>/mlflow/mlflow.db`` with artifacts in
+   ``<results>/mlflow/artifacts`` (no server to start). Open it with
+   ``mlflow ui --backend-store-uri sqlite:///results/mlflow/mlflow.db``.
+
+The workflow's ``onstart`` handler creates the parent run and writes its id to
+``<results>/mlflow/parent_run.json``; every job reads that file and nests its run under it, so
+jobs on other Slurm nodes (sharing the file system) join the same invocation. A job run by hand
+(CLI, or a rule without a parent file) gets a top-level run of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import hashlib
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+import panel2patch
+
+DEFAULT_EXPERIMENT = "panel2patch"
+PARENT_FILE = "mlflow/parent_run.json"
+
+
+def tracking_uri(results_dir: str | Path, configured: str | None = None) -> str:
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    if configured:
+        return configured
+    db = Path(results_dir).resolve() / "mlflow" / "mlflow.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{db}"
+
+
+def _experiment_id(results_dir: Path, uri: str, name: str) -> str:
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    artifacts = None
+    if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
+        artifacts = (Path(results_dir).resolve() / "mlflow" / "artifacts").as_uri()
+    try:
+        return mlflow.create_experiment(name, artifact_location=artifacts)
+    except MlflowException:  # created by a concurrent job in the meantime
+        return mlflow.get_experiment_by_name(name).experiment_id
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"ingest.pdf_dpi": "150", ...} with values as MLflow param strings."""
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            text = v if isinstance(v, str) else json.dumps(v, default=str)
+            out[key] = text[:6000]
+    return out
+
+
+def sha256_path(path: Path) -> str:
+    """sha256 of a file; for a folder, of its sorted ``relative-path sha256`` lines."""
+    if path.is_dir():
+        lines = [f"{p.relative_to(path).as_posix()} {sha256_path(p)}" for p in sorted(path.rglob("*")) if p.is_file()]
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                              cwd=Path(__file__).resolve().parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _context_tags() -> dict[str, str]:
+    tags = {
+        "panel2patch.version": panel2patch.__version__,
+        "host": socket.gethostname(),
+        "user": getpass.getuser(),
+        "python": platform.python_version(),
+        "command": " ".join(sys.argv)[:5000],
+    }
+    if commit := _git_commit():
+        tags["mlflow.source.git.commit"] = commit
+    if os.environ.get("SLURM_JOB_ID"):
+        tags["slurm.job_id"] = os.environ["SLURM_JOB_ID"]
+    return tags
+
+
+def start_workflow_run(results_dir: str | Path, config: dict, manifest=None) -> str:
+    """Create the invocation's parent run (left open) and record its id for the jobs."""
+    results_dir = Path(results_dir)
+    tcfg = config.get("tracking", {}) or {}
+    uri = tracking_uri(results_dir, tcfg.get("uri"))
+    exp = _experiment_id(results_dir, uri, tcfg.get("experiment", DEFAULT_EXPERIMENT))
+    with mlflow.start_run(experiment_id=exp, run_name=f"workflow {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                          tags={**_context_tags(), "panel2patch.level": "workflow"}) as run:
+        mlflow.log_params(flatten(config))
+        mlflow.log_dict(config, "config.json")
+        if manifest is not None and len(manifest):
+            mlflow.log_input(mlflow.data.from_pandas(manifest, source=str(results_dir), name="input-units"), context="workflow")
+        run_id = run.info.run_id
+    # start_run's context closed the run; reopen it as RUNNING until onsuccess/onerror.
+    MlflowClient(uri).update_run(run_id, status="RUNNING")
+    parent = results_dir / PARENT_FILE
+    parent.parent.mkdir(parents=True, exist_ok=True)
+    parent.write_text(json.dumps({"run_id": run_id, "experiment_id": exp, "tracking_uri": uri}))
+    return run_id
+
+
+def end_workflow_run(results_dir: str | Path, status: str = "FINISHED") -> None:
+    parent = Path(results_dir) / PARENT_FILE
+    if not parent.exists():
+        return
+    info = json.loads(parent.read_text())
+    MlflowClient(info["tracking_uri"]).set_terminated(info["run_id"], status=status)
+
+
+class StageRun:
+    """Handle on a job's nested run: metrics, input manifest and output hashes."""
+
+    def __init__(self, run, results_dir: Path):
+        self.run = run
+        self.run_id = run.info.run_id
+        self.results_dir = results_dir
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        flat = {}
+        for k, v in metrics.items():
+            if isinstance(v, dict):
+                flat.update({f"{k}.{kk}": vv for kk, vv in v.items() if isinstance(vv, (int, float))})
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                flat[k] = v
+        mlflow.log_metrics(flat, step=step)
+
+    def log_manifest(self, df, name: str, context: str = "input") -> None:
+        """Log a table of inputs (paths, sizes, sha256) as the run's dataset input."""
+        mlflow.log_input(mlflow.data.from_pandas(df, source=str(self.results_dir), name=name), context=context)
+
+    def log_outputs(self, paths: dict[str, str | Path]) -> dict[str, dict]:
+        """sha256 (and size) of every output: an ``outputs.json`` artifact and one tag per output."""
+        record = {}
+        for name, p in paths.items():
+            p = Path(p)
+            if not p.exists():
+                continue
+            size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir() else p.stat().st_size
+            record[name] = {"path": str(p), "sha256": sha256_path(p), "bytes": size}
+            mlflow.set_tag(f"output.{name}.sha256", record[name]["sha256"])
+        mlflow.log_dict(record, "outputs.json")
+        return record
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, name: str, params: dict, results_dir: str | Path, tracking_cfg: dict | None = None):
+    """Nested run ``<stage>:<name>`` under the invocation's parent run (or top-level without one)."""
+    results_dir = Path(results_dir)
+    tracking_cfg = tracking_cfg or {}
+    parent_file = results_dir / PARENT_FILE
+    parent = json.loads(parent_file.read_text()) if parent_file.exists() else None
+    if parent and not os.environ.get("MLFLOW_TRACKING_URI"):
+        uri, exp = parent["tracking_uri"], parent["experiment_id"]
+        mlflow.set_tracking_uri(uri)
+    else:
+        uri = tracking_uri(results_dir, tracking_cfg.get("uri"))
+        exp = _experiment_id(results_dir, uri, tracking_cfg.get("experiment", DEFAULT_EXPERIMENT))
+    tags = {**_context_tags(), "panel2patch.level": "stage", "panel2patch.stage": stage}
+    with mlflow.start_run(experiment_id=exp, run_name=f"{stage}:{name}", parent_run_id=parent and parent["run_id"],
+                          nested=bool(parent), tags=tags) as run:
+        mlflow.log_params(flatten(params))
+        yield StageRun(run, results_dir)

@@ -1,0 +1,32 @@
+"""Shared fixtures: the real data beside the repository and the bundled sample corpus."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "resources" / "sample"
+
+
+def _shared_data() -> Path:
+    return Path(os.environ.get("P2P_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (or $P2P_SHARED_DATA). Tests on it skip without it, except in CI, where
+    its absence is an error: CI must never pass by skipping the real-data tests."""
+    path = _shared_data()
+    if not path.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"real test data not found at {path} (set P2P_SHARED_DATA)")
+        pytest.skip(f"real test data not found at {path} (set P2P_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample() -> Path:
+    return SAMPLE

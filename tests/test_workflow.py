@@ -1,0 +1,100 @@
+"""The real Snakemake workflow on the sample corpus, with its MLflow lineage."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def copy_repo(dest: Path) -> Path:
+    """The repository's own files (tracked or not ignored), without results/.venv/caches."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for rel in filter(None, files):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run([SNAKEMAKE, "--cores", "2", *args], cwd=workdir, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    work = copy_repo(tmp_path_factory.mktemp("wf"))
+    proc = snakemake(work)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return work
+
+
+def sha256(p: Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def test_demo_ingests_every_figure(demo):
+    summary = json.loads((demo / "results/ingest/summary.json").read_text())
+    assert summary["shards"] == 2 and summary["articles"] == 5
+    assert summary["figures_by_source"]["jats"] == 7 and summary["figures_by_source"]["pdf"] >= 11
+    assert summary["skip_reasons"] == {"no-figures": 1}
+    for shard in ("shard-00000", "shard-00001"):
+        assert (demo / f"results/logs/ingest/{shard}.log").stat().st_size > 0
+        assert (demo / f"results/benchmarks/ingest/{shard}.tsv").exists()
+
+
+def test_mlflow_lineage(demo):
+    mlflow.set_tracking_uri(f"sqlite:///{demo}/results/mlflow/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["panel2patch"], output_format="list")
+    parents = [r for r in runs if r.data.tags.get("panel2patch.level") == "workflow"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["shard_size"] == "4" and parent.data.params["ingest.pdf_dpi"] == "150"
+    assert [d.dataset.name for d in parent.inputs.dataset_inputs] == ["input-units"]
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert set(children) == {"ingest:shard-00000", "ingest:shard-00001", "ingest_summary:all"}
+    for shard in ("shard-00000", "shard-00001"):
+        run = children[f"ingest:{shard}"]
+        assert run.info.status == "FINISHED"
+        assert run.data.params["pdf_method"] == "auto"
+        assert run.data.metrics["figures"] >= 1 and "seconds" in run.data.metrics
+        assert [d.dataset.name for d in run.inputs.dataset_inputs] == [f"ingest-{shard}"]
+        for name in ("figures", "articles", "skips"):
+            assert run.data.tags[f"output.{name}.sha256"] == sha256(demo / f"results/{shard}/ingest/{name}.parquet")
+        assert len(run.data.tags["output.images.sha256"]) == 64
+    total = children["ingest_summary:all"].data.metrics["figures"]
+    assert total == json.loads((demo / "results/ingest/summary.json").read_text())["figures"]
+
+
+def test_rerun_has_nothing_to_do_and_dry_run_logs_nothing(demo):
+    proc = snakemake(demo, "-n")
+    assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
+    mlflow.set_tracking_uri(f"sqlite:///{demo}/results/mlflow/mlflow.db")
+    parents = [r for r in mlflow.search_runs(experiment_names=["panel2patch"], output_format="list")
+               if r.data.tags.get("panel2patch.level") == "workflow"]
+    assert len(parents) == 1
+
+
+def test_bad_config_is_a_clear_error(demo):
+    proc = snakemake(demo, "-n", "--config", "shard_size=0")
+    assert proc.returncode != 0 and "shard_size" in proc.stderr
+    proc = snakemake(demo, "-n", "--config", "inputs=[no/such/folder]")
+    assert proc.returncode != 0 and "input path does not exist: no/such/folder" in proc.stderr
