@@ -12,6 +12,7 @@ Subcaption split, scored per panel and averaged over panels:
   (``_shared`` alone when L was not found).  Score = token F1 between the two texts, tokens are
   lower-cased ``\\w+`` runs counted as a bag (punctuation and spacing ignored).
 * A figure is "all right" when every one of its panels has token F1 >= 0.9.
+* ``baseline_whole_caption_f1``: the same score when every panel simply gets the whole caption.
 * ``hand-labelled-dev/annotations.json``: the same on records whose ``subcaptions`` name panels
   (reference ``_shared + " " + subcaptions[L]``), plus a stricter "segment" F1 that compares
   ``out[L]`` with ``subcaptions[L]`` without the shared text; records with only ``_shared`` count
@@ -90,10 +91,13 @@ def score_dev_human(path: Path) -> dict:
             f1s.append(f1)
             per_panel.append((fid, key, f1))
         figures.append((fid, min(f1s) if f1s else 1.0, sum(f1s) / max(1, len(f1s))))
+    # reference point: every panel gets the whole caption (what a figure-level pair would give)
+    base = [token_f1(rec["caption"], sub["caption"]) for rec in data.values() for sub in rec["gt_subfigures"]]
     return {
         "figures": len(figures),
         "panels": len(per_panel),
         "mean_token_f1": sum(f for *_, f in per_panel) / len(per_panel),
+        "baseline_whole_caption_f1": sum(base) / len(base),
         "figure_all_right": sum(1 for _, mn, _ in figures if mn >= RIGHT_F1) / len(figures),
         "panel_right": sum(1 for *_, f in per_panel if f >= RIGHT_F1) / len(per_panel),
         "_per_panel": per_panel,
@@ -163,11 +167,31 @@ def _phrase_match(a: str, b: str) -> bool:
     return token_f1(a, b) >= 0.5
 
 
-def score_markers(path: Path) -> dict:
-    items = json.loads(path.read_text())["captions"]
+def load_marker_gold(path: Path, data_dir: Path) -> list:
+    """The labelled items with their captions read from the shared data (not stored in the repo)."""
+    cache: dict = {}
+    out = []
+    for rec in json.loads(path.read_text())["captions"]:
+        src = rec["source"]
+        if src not in cache:
+            raw = json.loads((data_dir / src).read_text())
+            cache[src] = {r["id"]: r for r in raw} if isinstance(raw, list) else raw
+        caption = cache[src][rec["id"]]["caption"]
+        markers = [{**{k: v for k, v in m.items() if k != "phrase_span"},
+                    "phrase": caption[m["phrase_span"][0]:m["phrase_span"][1]]} for m in rec["markers"]]
+        out.append({**rec, "markers": markers, "caption": caption})
+    return out
+
+
+def score_markers(path: Path, data_dir: Path, subset: str = "all") -> dict:
+    """``subset``: "all", "tuned" (captions used while writing the rules) or "heldout"."""
+    items = load_marker_gold(path, data_dir)
+    if subset != "all":
+        items = [it for it in items if bool(it.get("heldout")) == (subset == "heldout")]
     tp = n_pred = n_gold = 0
-    colour_ok = labels_ok = type_only = 0
-    misses, extras = [], []
+    colour_ok = labels_ok = strict = 0
+    phrase_f1s: list = []
+    misses, extras, label_errors = [], [], []
     for it in items:
         pred = find_marker_phrases(it["caption"])
         gold = it["markers"]
@@ -190,10 +214,13 @@ def score_markers(path: Path) -> dict:
             p = pred[best]
             colour_ok += int(p["colour"] == g["colour"])
             labels_ok += int(sorted(p["labels"]) == sorted(g["labels"]))
+            phrase_f1s.append(token_f1(p["phrase"], g["phrase"]))
+            strict += int(phrase_f1s[-1] >= 0.5)
+            if sorted(p["labels"]) != sorted(g["labels"]):
+                label_errors.append((it["id"], g["phrase"], g["labels"], p["labels"]))
         for j, p in enumerate(pred):
             if j not in used:
                 extras.append((it["id"], p))
-        type_only += 0
     prec = tp / n_pred if n_pred else 1.0
     rec = tp / n_gold if n_gold else 1.0
     return {
@@ -204,10 +231,13 @@ def score_markers(path: Path) -> dict:
         "precision": prec,
         "recall": rec,
         "f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0,
+        "strict_recall": strict / n_gold if n_gold else 1.0,
+        "matched_phrase_token_f1": sum(phrase_f1s) / len(phrase_f1s) if phrase_f1s else 0.0,
         "colour_accuracy": colour_ok / tp if tp else 0.0,
         "labels_accuracy": labels_ok / tp if tp else 0.0,
         "_misses": misses,
         "_extras": extras,
+        "_label_errors": label_errors,
     }
 
 
@@ -230,8 +260,10 @@ def main(argv=None) -> int:
         res["hand_labelled"] = score_hand_labelled(hl)
     if more.exists() and not args.no_speed:
         res["speed"] = measure_speed(more)
-    if args.markers.exists():
-        res["markers"] = score_markers(args.markers)
+    if args.markers.exists() and dev.exists():
+        res["markers"] = score_markers(args.markers, args.data)
+        res["markers_tuned"] = score_markers(args.markers, args.data, "tuned")
+        res["markers_heldout"] = score_markers(args.markers, args.data, "heldout")
 
     def public(d):
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in d.items() if not k.startswith("_")}
@@ -245,11 +277,13 @@ def main(argv=None) -> int:
         for fid, key, f1 in sorted(res["dev_human"]["_per_panel"], key=lambda r: r[2])[: args.show_worst]:
             print(f"  {f1:.3f} {fid} {key}")
     if args.show_worst and "markers" in res:
-        print("== marker misses")
+        print("== marker misses (all)")
         for fid, g in res["markers"]["_misses"]:
             print("  MISS", fid, g)
         for fid, p in res["markers"]["_extras"]:
             print("  EXTRA", fid, p)
+        for row in res["markers"]["_label_errors"]:
+            print("  LABELS", *row)
     if args.json:
         args.json.write_text(json.dumps({k: public(v) for k, v in res.items()}, indent=2) + "\n")
     return 0

@@ -23,7 +23,7 @@ ARTICLE = """<?xml version="1.0"?>
 <article xmlns:xlink="http://www.w3.org/1999/xlink"><front><article-meta>
 <article-id pub-id-type="pmc">{pmc}</article-id>
 <permissions><license xlink:href="http://creativecommons.org/licenses/by/4.0/"/></permissions>
-</article-meta></front><body><p>Cells divide (Figure 1B). Nothing else (Fig. 2).</p>{figs}</body></article>"""
+</article-meta></front><body><p>Cells divide (<xref ref-type="fig" rid="f1">Figure 1B</xref>). Nothing else (Fig. 2).</p>{figs}</body></article>"""
 FIG = '<fig id="{id}"><label>Figure {n}</label><caption>{caption}</caption><graphic xlink:href="{href}"/></fig>'
 
 
@@ -180,3 +180,12 @@ def test_cli_writes_the_same_tables(tmp_path, sample):
     bad = subprocess.run([sys.executable, "-m", "panel2patch.cli", "ingest", str(tmp_path / "missing"), "--out", str(out)],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "does not exist" in bad.stdout
+
+
+def test_schema_doc_names_every_column():
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "schema.md").read_text()
+    for schema in (tables.FIGURES, tables.ARTICLES, tables.SKIPS):
+        for name in schema.names:
+            assert name in doc, name
+    for reason in tables.SKIP_REASONS:
+        assert f"`{reason}`" in doc

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from panel2patch.ingest.jats import JatsError, cited_panels, panels_after, parse_jats, split_sentences
+from panel2patch.ingest.jats import JatsError, parse_jats, split_sentences
+from panel2patch.text.refs import cited_panels
 from panel2patch.ingest.licence import licence_code
 
 
@@ -75,16 +76,18 @@ def test_elife_figure_supplements_and_refs(shared_data):
 
 @pytest.mark.parametrize(
     "text, letters",
-    [("B-D) show", ["B", "C", "D"]), ("B and C", ["B", "C"]), ("b, c", ["B", "C"]), ("(b)", ["B"]),
-     (" and Table 2", []), (" a total of", []), ("). Each", []), (" for an example", []), ("A–C", ["A", "B", "C"])],
+    [("Figure 2B-D) show", ["B", "C", "D"]), ("Figure 2B and C", ["B", "C"]), ("Figure 2b, c", ["B", "C"]),
+     ("Figure 2(b)", ["B"]), ("Figure 2 and Table 2", []), ("Figure 2 a total of", []), ("Figure 2). Each", []),
+     ("Figure 2 for an example", []), ("Figure 2A–C", ["A", "B", "C"]), ("Figs. 2A and 3C", ["A"])],
 )
-def test_panels_after(text, letters):
-    assert panels_after(text) == letters
+def test_citation_letters(text, letters):
+    assert cited_panels(text, "2") == letters
 
 
-def test_cited_panels_only_for_the_figure_number():
-    assert cited_panels("as in Fig. 2B and Fig. 3C, and Figs. 2D-F", "2") == ["B", "D", "E", "F"]
-    assert cited_panels("see Figure 12A", "1") == []
+def test_elife_supplement_citations(shared_data):
+    art = parse_jats(shared_data / "articles" / "elife-bot-packages" / "elife-05-19405" / "elife-19405.xml")
+    assert art.figures[0].number == "1"
+    assert all(r["panels"] == [] for r in art.figures[0].inline_refs)
 
 
 def test_sentence_split_keeps_abbreviations():

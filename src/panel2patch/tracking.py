@@ -7,10 +7,10 @@ Where the runs go (first match wins):
    ``<results>/mlflow/artifacts`` (no server to start). Open it with
    ``mlflow ui --backend-store-uri sqlite:///results/mlflow/mlflow.db``.
 
-The workflow's ``onstart`` handler creates the parent run and writes its id to
-``<results>/mlflow/parent_run.json``; every job reads that file and nests its run under it, so
-jobs on other Slurm nodes (sharing the file system) join the same invocation. A job run by hand
-(CLI, or a rule without a parent file) gets a top-level run of its own.
+The workflow's ``onstart`` handler (which Snakemake runs once, in the main process, never inside
+jobs) creates the parent run, puts its id in ``$P2P_MLFLOW_PARENT`` (inherited by every job, on
+Slurm too) and in ``<results>/mlflow/parent_run.json``; every job nests its run under it. A job run by hand
+(the CLI, or with no running parent) gets a top-level run of its own.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import panel2patch
 
 DEFAULT_EXPERIMENT = "panel2patch"
 PARENT_FILE = "mlflow/parent_run.json"
+PARENT_ENV = "P2P_MLFLOW_PARENT"
 
 
 def tracking_uri(results_dir: str | Path, configured: str | None = None) -> str:
@@ -124,9 +125,13 @@ def start_workflow_run(results_dir: str | Path, config: dict, manifest=None) -> 
         run_id = run.info.run_id
     # start_run's context closed the run; reopen it as RUNNING until onsuccess/onerror.
     MlflowClient(uri).update_run(run_id, status="RUNNING")
+    info = json.dumps({"run_id": run_id, "experiment_id": exp, "tracking_uri": uri})
     parent = results_dir / PARENT_FILE
     parent.parent.mkdir(parents=True, exist_ok=True)
-    parent.write_text(json.dumps({"run_id": run_id, "experiment_id": exp, "tracking_uri": uri}))
+    parent.write_text(info)
+    # Jobs inherit the environment (local subprocesses, and sbatch --export=ALL on Slurm), so
+    # they find the parent even where the file is not (yet) visible on their node.
+    os.environ[PARENT_ENV] = info
     return run_id
 
 
@@ -179,7 +184,12 @@ def stage_run(stage: str, name: str, params: dict, results_dir: str | Path, trac
     results_dir = Path(results_dir)
     tracking_cfg = tracking_cfg or {}
     parent_file = results_dir / PARENT_FILE
-    parent = json.loads(parent_file.read_text()) if parent_file.exists() else None
+    if os.environ.get(PARENT_ENV):
+        parent = json.loads(os.environ[PARENT_ENV])
+    else:
+        parent = json.loads(parent_file.read_text()) if parent_file.exists() else None
+    if parent and MlflowClient(parent["tracking_uri"]).get_run(parent["run_id"]).info.status != "RUNNING":
+        parent = None  # left over from a finished invocation: this job was started by hand
     if parent and not os.environ.get("MLFLOW_TRACKING_URI"):
         uri, exp = parent["tracking_uri"], parent["experiment_id"]
         mlflow.set_tracking_uri(uri)

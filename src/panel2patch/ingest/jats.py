@@ -12,6 +12,8 @@ from pathlib import Path
 
 from lxml import etree
 
+from ..text.refs import cited_panels, normalise_figure_id
+
 XLINK = "{http://www.w3.org/1999/xlink}href"
 ALI_LICENCE = "{http://www.niso.org/schemas/ali/1.0/}license_ref"
 
@@ -137,10 +139,8 @@ def _graphics(fig) -> list[str]:
 
 
 def _figure_number(label: str | None) -> str | None:
-    if not label:
-        return None
-    m = re.search(r"(?:fig(?:ure)?\.?|plate|chart)\s*(S?\d+)", label, re.I) or re.search(r"(S?\d+)", label)
-    return m.group(1) if m else None
+    """"Figure 2" -> "2", "Fig. S1" -> "S1", "Figure 1—figure supplement 2" -> "1-S2"."""
+    return normalise_figure_id(label) if label and re.search(r"\d", label) else None
 
 
 def parse_jats(path: str | Path) -> JatsArticle:
@@ -236,45 +236,6 @@ def split_sentences(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-_CITATION = r"(?:Fig(?:ure)?s?\.?|FIG(?:URE)?S?\.?)\s*{num}(?![0-9])"
-# A panel letter right after a figure number: "2B", "2 B", "2(b)", never a word ("2 and", "2 a total").
-_LETTERS = re.compile(
-    r"^(?:\s*\(?\s*([A-Z])|\(?([a-z]))(?![A-Za-z])"
-    r"((?:\s*(?:[-–—,/&]|and|to)\s*[A-Za-z](?![A-Za-z]))*)"
-)
-
-
-def _expand_letters(first: str, rest: str) -> list[str]:
-    letters = [first[0]]
-    for sep, letter in re.findall(r"\s*([-–—,/&]|and|to)\s*([A-Za-z])", rest):
-        prev = letters[-1]
-        if sep in "-–—" or sep == "to":
-            lo, hi = ord(prev.upper()), ord(letter.upper())
-            if lo < hi <= lo + 12:
-                letters.extend(chr(c) for c in range(lo + 1, hi + 1))
-                continue
-        letters.append(letter)
-    return sorted({x.upper() for x in letters}, key=lambda x: x)
-
-
-def panels_after(text: str) -> list[str]:
-    """Panel letters written right after a figure number: "B-D)" -> [B, C, D]; " and" -> []."""
-    m = _LETTERS.match(text)
-    if not m:
-        return []
-    return _expand_letters(m.group(1) or m.group(2), m.group(3) or "")
-
-
-def cited_panels(sentence: str, number: str | None) -> list[str]:
-    """Panel letters the sentence cites for figure ``number`` ("Fig. 2B-D" -> B, C, D)."""
-    if not number:
-        return []
-    letters: set[str] = set()
-    for m in re.finditer(_CITATION.format(num=re.escape(number)), sentence):
-        letters.update(panels_after(sentence[m.end() :]))
-    return sorted(letters)
-
-
 def _body_paragraphs(root):
     body = root.find("body")
     if body is None:
@@ -353,16 +314,15 @@ def _attach_citations(root, figures: list[JatsFigure]) -> None:
                 continue
             s0, s1 = next(((a, b) for a, b in spans if a <= start < b), (0, len(text)))
             sentence = text[s0:s1].strip()
-            # letters right after the reference ("Figure 2B", "<xref>Figure 2</xref>B"),
-            # else any citation of this figure's number in the sentence ("Fig. 1 ▶").
-            panels = panels_after(text[end : end + 20])
+            # "Figure 2B-D", "<xref>Figure 2</xref>B", "Figures 1C and <xref>2A</xref>": read the
+            # citation from the reference's number on; an icon reference ("Fig. 1 ▶") has no
+            # number, so the sentence's own citation of this figure is read instead.
             xref_text = text[start:end]
-            if fig.number:
-                m = re.search(r"(?<![0-9])" + re.escape(fig.number) + r"(?![0-9])", xref_text)
-                if m:
-                    panels = sorted(set(panels) | set(panels_after(xref_text[m.end() :] + text[end : end + 20])))
-                elif not panels:
-                    panels = cited_panels(sentence, fig.number)
+            m = re.search(r"(?<![0-9])S?\d", xref_text)
+            if m:
+                panels = cited_panels("Figure " + xref_text[m.start():] + text[end : end + 24], fig.number)
+            else:
+                panels = cited_panels(sentence, fig.number) if fig.number else []
             entry = {"sentence": sentence, "panels": panels}
             if entry not in fig.inline_refs:
                 fig.inline_refs.append(entry)

@@ -51,11 +51,20 @@ _RE_CITE_PREFIX = re.compile(
     r"\s*(?:see|cf\.?|compare|as\s+in|as\s+shown\s+in|also|same\s+as|e\.g\.,?|i\.e\.,?)\s+", re.I
 )
 _RE_HE = re.compile(r"H\s*(?:&|and)\s*E", re.I)  # the stain, not panels H and E
+# '(WT, A)', '(arrows, e)', '(arrows in A)': a description, then the panel letters
+_RE_TAIL_LABEL = re.compile(
+    rf"\s*(?P<desc>[A-Za-z][^()]*?)(?:\s*[,;]\s*|\s+(?:in|of|from|on)\s+){_PANEL_WORD}(?P<expr>{_EXPR})\s*$"
+)
+_RE_BRACKET = re.compile(r"[()\[\]]")
 _RE_INNER_PAREN = re.compile(r"\(([^()]*)\)")
-_RE_CLOSE = re.compile(rf"(?<![^\s.;:,])(?P<panel>{_PANEL_WORD})(?P<expr>{_EXPR})\)")
-_RE_DOT = re.compile(rf"(?<![^\s.;:!?)])(?P<panel>{_PANEL_WORD})(?P<expr>{_EXPR})\.(?=\s*[A-Z0-9(\[\"'“])")
+_RE_CLOSE = re.compile(rf"(?<![^\s.;:,])(?P<panel>{_PANEL_WORD})(?P<expr>{_EXPR})\)(?:\.(?=\s))?")
+_RE_DOT = re.compile(rf"(?<![^\s.;:!?)])(?P<panel>{_PANEL_WORD})(?P<expr>{_EXPR})\.(?=\s*[A-Za-z0-9(\[\"'“])")
 _RE_COLON = re.compile(rf"(?<![^\s.;:!?)(])(?P<panel>{_PANEL_WORD})(?P<expr>{_EXPR})\s*:(?!\d)")
-_RE_COMMA = re.compile(rf"(?<![^\s.;!?])(?P<panel>{_PANEL_WORD})(?P<expr>{_EXPR}),\s+(?=[A-Za-z0-9(*])")
+_RE_COMMA = re.compile(rf"(?<![^\s.;:!?])(?P<panel>{_PANEL_WORD})(?P<expr>{_EXPR}),\s+(?=[A-Za-z0-9(*])")
+_RE_PHEAD = re.compile(
+    rf"(?<![^\s.;:!?(])(?:In\s+|in\s+)?(?:[Pp]anels?|PANELS?)\s+(?P<expr>{_EXPR})(?=\s+[A-Za-z(])"
+)
+_RE_PWORD = re.compile(rf"(?<![A-Za-z])(?:[Pp]anels?)\s+(?P<expr>{_EXPR})(?![:)])")
 _RE_BARE = re.compile(r"(?<![^\s.;:!?,])(?P<expr>[A-Za-z])\s+(?=(?P<next>[A-Za-z0-9(]))")
 
 _POS_WORD = r"(?:top|bottom|upper|lower|middle|centre|center|left|right)"
@@ -77,15 +86,13 @@ _ABBREV = {
 _RE_SENT_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“(\[]?[A-Z0-9(\[*#])|(?<=[a-z]{2}[.!?])(?=[A-Z(])")
 
 _CONJ = {"and", "or", "while", "whereas", "but", "versus", "vs", "vs.", "then", "and/or", ",", ";"}
-_PREP = {
-    "in", "of", "from", "as", "to", "see", "with", "between", "than", "like", "on", "at", "within",
-    "into", "by", "for", "under", "cf.", "cf", "compare", "vs", "vs.", "versus", "and", "or",
-}
+
+_PREP_CITE = {"in", "of", "from", "between", "see", "as", "than", "like", "cf.", "cf", "to"}
 
 # trailing sentences of the last panel that describe every panel
 _RE_NOTE_START = re.compile(
     r"^\W*(?:the\s+|all\s+|both\s+)?(?:data|results?|values?|error\s+bars?|scale(?:\s+bars?)?|bars?\b|"
-    r"magnifications?|original\s+magnifications?|arrows?|arrowheads?|asterisks?|stars?|insets?|"
+    r"magnifications?|original\s+magnifications?|arrows?|arrowheads?|asterisks?|stars?|"
     r"abbreviations?|statistic|p[- ]?values?|\*|#|†|n\s*=|means?\b|photographs|images\s+were|"
     r"all\b|both\b|details|representative\s+of|dashed|dotted|solid\s+lines?|boxes|boxed|circles|"
     r"(?:hematoxylin|haematoxylin|h\s*&\s*e)\b)",
@@ -110,6 +117,7 @@ class Marker:
     labels: tuple = ()
     role: str = ""  # pre | post | post_word | cite | enum | orphan
     squashed: bool = False  # glued to the previous word: 'tumorigenesis(a) H&E'
+    tail: bool = False  # letters after a description: '(white arrow, b)'
 
 
 @dataclass
@@ -121,6 +129,7 @@ class Segmentation:
     owner: list  # per character: None (shared), frozenset of keys, or False (marker / prefix)
     extras: list  # (position, frozenset(keys), text) descriptor snippets
     markers: list  # Marker objects kept
+    trailing: tuple | None = None  # (start, end, keys): last panel's notes moved to the shared text
 
     def labels_at(self, pos: int) -> list:
         """Panel keys owning the character at ``pos`` ([] for shared text)."""
@@ -208,15 +217,22 @@ def _expand_range(a: str, a_multi: bool, b: str, b_multi: bool):
 
 
 def _paren_depths(text: str) -> list:
-    depth = 0
-    out = [0] * (len(text) + 1)
-    for i, ch in enumerate(text):
-        out[i] = depth
-        if ch == "(" or ch == "[":
+    """Bracket depth before each character (a stray closing bracket at depth 0 is ignored)."""
+    n = len(text)
+    out = [0] * (n + 1)
+    depth, last = 0, 0
+    for m in _RE_BRACKET.finditer(text):
+        i = m.start()
+        if depth:
+            out[last:i + 1] = [depth] * (i + 1 - last)
+        ch = text[i]
+        if ch in "([":
             depth += 1
-        elif (ch == ")" or ch == "]") and depth > 0:
+        elif depth > 0:
             depth -= 1
-    out[len(text)] = depth
+        last = i + 1
+    if depth:
+        out[last:n + 1] = [depth] * (n + 1 - last)
     return out
 
 
@@ -257,6 +273,12 @@ def _paren_candidates(text: str) -> list:
             body = body[cm.end():]
         hm = _RE_EXPR_HEAD.match(body)
         if not hm:
+            tm = _RE_TAIL_LABEL.match(body)
+            if tm and not cite and not re.search(r"[=<>±]|\d\s*$", tm.group("desc")):
+                toks = _parse_expr(tm.group("expr"))
+                if toks and not _RE_HE.fullmatch(tm.group("expr")):
+                    out.append(Marker(s, e, toks, "paren", tail=True,
+                                      descriptor={t: tm.group("desc").strip() for t, _ in toks}))
             continue
         if _RE_HE.fullmatch(hm.group("expr")):
             continue
@@ -296,24 +318,43 @@ def _paren_candidates(text: str) -> list:
 
 
 def _boundary_ok(text: str, start: int, chars: str) -> bool:
-    before = text[:start].rstrip()
-    return not before or before[-1] in chars
+    i = start - 1
+    while i >= 0 and text[i].isspace():
+        i -= 1
+    return i < 0 or text[i] in chars
+
+
+def _expr_tokens(m: re.Match) -> tuple:
+    """Tokens of a matched expression and its start; 'grade II, H)' keeps only 'H'."""
+    expr = m.group("expr")
+    toks = _parse_expr(expr)
+    if toks and not (any(mu for _, mu in toks) and any(not mu and t.lower() not in "ivx" for t, mu in toks)):
+        return toks, m.start()
+    last = list(re.finditer(_ITEM, expr))
+    if not last:
+        return None, m.start()
+    it = last[-1]
+    toks = _parse_expr(it.group(0))
+    return toks, m.start("expr") + it.start()
 
 
 def _regex_candidates(text: str, depth: list) -> list:
     out = []
     for m in _RE_CLOSE.finditer(text):
-        s = m.start()
-        if depth[s] > 0:
+        toks, s = _expr_tokens(m)
+        if depth[s] > 0 or not toks:
             continue
-        toks = _parse_expr(m.group("expr"))
-        if toks:
-            out.append(Marker(s, m.end(), toks, "close"))
+        out.append(Marker(s, m.end(), toks, "close"))
     for m in _RE_DOT.finditer(text):
         s = m.start()
         if not _boundary_ok(text, s, ".;:!?)") or depth[s] > 0:
             continue
+        if s > 0 and not text[s - 1].isspace() and not re.search(r"(?:[A-Za-z]{3,}|\d|\))[.!?)]$", text[max(0, s - 8):s]):
+            continue  # 'S.E.M.' is no panel E
         toks = _parse_expr(m.group("expr"))
+        nxt = re.match(r"\s*(\S+)", text[m.end():])
+        if toks and nxt and re.fullmatch(r"[a-z]+[.,;:]?", nxt.group(1)):
+            continue  # 'E. coli'
         if toks:
             out.append(Marker(s, m.end(), toks, "dot"))
     for m in _RE_COLON.finditer(text):
@@ -325,17 +366,31 @@ def _regex_candidates(text: str, depth: list) -> list:
             out.append(Marker(s, m.end(), toks, "colon"))
     for m in _RE_COMMA.finditer(text):
         s = m.start()
-        if not _boundary_ok(text, s, ".;!?") or depth[s] > 0:
+        if not _boundary_ok(text, s, ".;:!?") or depth[s] > 0:
             continue
         toks = _parse_expr(m.group("expr"))
         if toks:
             out.append(Marker(s, m.end(), toks, "comma"))
+    for m in _RE_PHEAD.finditer(text):
+        s = m.start()
+        if not _boundary_ok(text, s, ".;:!?") or depth[s] > 0:
+            continue
+        toks = _parse_expr(m.group("expr"))
+        if toks:
+            out.append(Marker(s, s, toks, "phead"))  # zero width: 'Panel A shows ...' stays A's text
+    for m in _RE_PWORD.finditer(text):
+        s = m.start()
+        if _boundary_ok(text, s, ".;:!?(") or depth[s] > 0:
+            continue
+        toks = _parse_expr(m.group("expr"))
+        if toks and not _RE_HE.fullmatch(m.group("expr")):
+            out.append(Marker(s, m.end(), toks, "pword", cite=True))
     for m in _RE_BARE.finditer(text):
         s = m.start()
         if depth[s] > 0:
             continue
         ch = m.group("expr")
-        before = text[:s].rstrip()
+        before = text[max(0, s - 8):s].rstrip()
         if before and before[-1] == "," and not ch.islower():
             continue
         if before and before[-1] not in ".;:!?,":
@@ -464,7 +519,7 @@ def _resolve_labels(cands: list) -> tuple:
     # bare letters ('a Gleason grade 2, b Gleason grade 3'): only as a continuing sequence
     covered = {}
     for c in cands:
-        if c.style != "bare":
+        if c.style != "bare" and not c.tail:
             for k in c.labels:
                 covered.setdefault(k, c.start)
     bare = sorted((c for c in cands if c.style == "bare"), key=lambda c: c.start)
@@ -512,7 +567,7 @@ def _sentence_starts(text: str, start0: int = 0) -> list:
         if pos >= len(text):
             continue
         # abbreviation before the full stop?
-        head = text[:m.start()]
+        head = text[max(0, m.start() - 24):m.start()]
         wm = re.search(r"([A-Za-z.]+)\.$", head) or re.search(r"([A-Za-z.]+)$", head)
         word = (wm.group(1) if wm else "").lower().rstrip(".")
         if word in _ABBREV:
@@ -539,7 +594,7 @@ def _succ(key: str) -> str:
 
 
 def _prev_token(text: str, pos: int) -> str:
-    before = text[:pos].rstrip()
+    before = text[max(0, pos - 40):pos].rstrip()
     if not before:
         return ""
     if not (before[-1].isalnum() or before[-1] == "."):
@@ -550,6 +605,9 @@ def _prev_token(text: str, pos: int) -> str:
 
 def _assign_roles(text: str, markers: list, sent_starts: list, start0: int) -> None:
     for m in markers:
+        if m.style == "pword":
+            m.role = "cite"
+            continue
         if m.style not in ("paren", "pos") or (m.style == "pos" and not text.startswith("(", m.start)):
             m.role = "pre"
             continue
@@ -606,9 +664,9 @@ def _assign_roles(text: str, markers: list, sent_starts: list, start0: int) -> N
                    and p.role in ("pre", "post_word", "enum")]
         if not earlier:
             continue
-        for p in earlier:
-            if p.role == "post_word" and (cur is None or not set(p.labels) <= cur):
-                p.role = "enum"
+        p = earlier[-1]  # only the letter right before joins the enumeration
+        if p.role == "post_word" and (cur is None or not set(p.labels) <= cur):
+            p.role = "enum"
         m.role = "enum"
         cur = set(m.labels)
 
@@ -647,10 +705,12 @@ def _merge_groups(text: str, markers: list) -> list:
 
 
 def _dedupe(cands: list) -> list:
-    prio = {"paren": 0, "pos": 0, "close": 1, "colon": 2, "dot": 3, "comma": 4, "bare": 5}
+    prio = {"paren": 0, "pos": 0, "close": 1, "colon": 2, "dot": 3, "comma": 4, "phead": 5, "pword": 6, "bare": 7}
     kept: list = []
     for c in sorted(cands, key=lambda c: (prio[c.style], c.start)):
         if any(c.start < k.end and k.start < c.end for k in kept):
+            continue
+        if c.style == "phead" and any(k.start <= c.start < k.end + 12 and k.style != "phead" for k in kept):
             continue
         kept.append(c)
     return sorted(kept, key=lambda c: c.start)
@@ -689,12 +749,22 @@ def segment_caption(caption: str) -> Segmentation:
             keys = sorted(distinct, key=label_sort_key)
         else:
             return Segmentation(text, [], owner, [], [])
+    if mode == "letter" and keys and keys[0] == "B":
+        sq = _squashed_first(text, start0, markers)
+        if sq is not None:
+            markers.append(sq)
+            keys = ["A"] + list(keys)
     markers = _merge_groups(text, markers)
     for m in markers:
         if m.style in ("paren",) and len(m.tokens) != len(m.labels):
             m.labels = _resolve_merged(m, keys, mode)
     markers = [m for m in markers if m.labels]
     sent_starts = _sentence_starts(text, start0)
+    # 'A. H&E staining; B. p63 IHC': the full stop of a dot marker ends no sentence
+    dot_ends = {m.end for m in markers if m.style == "dot"}
+    if dot_ends:
+        sent_starts = [s for s in sent_starts if len(text[:s].rstrip()) not in dot_ends]
+        sent_starts = sorted(set([start0] + sent_starts))
     _assign_roles(text, markers, sent_starts, start0)
     all_keys = frozenset(keys)
 
@@ -709,7 +779,7 @@ def segment_caption(caption: str) -> Segmentation:
         cur, cur_labels = m.end, frozenset(m.labels)
         for k, d in m.descriptor.items():
             if k in m.labels or k.upper() in m.labels:
-                extras.append((m.end, frozenset([k.upper() if k.upper() in m.labels else k]), f"({d})"))
+                extras.append((m.end - 0.5, frozenset([k.upper() if k.upper() in m.labels else k]), f"({d})"))
     blocks.append((cur, n, cur_labels))
     for bs, be, lab in blocks:
         if be > bs:
@@ -744,48 +814,64 @@ def segment_caption(caption: str) -> Segmentation:
         for si, ms in by_sent.items():
             s0 = max(sent_starts[si], bs)
             s1 = min(sent_starts[si + 1] if si + 1 < len(sent_starts) else n, be)
-            applied = []
-            for m in ms:
-                labs = frozenset(m.labels)
-                if lab is None:
-                    ok = m.role in ("post", "post_word", "cite")
-                elif labs <= lab and labs != lab:
-                    ok = m.role == "post" or (m.role in ("post_word",) and applied)
-                elif not labs & pre_labels and m.role == "post":
-                    ok = True  # an orphan letter only ever cited after its clause
-                    m.role = "orphan"
+            first_sentence = sent_starts[si] <= bs
+            if lab is None:
+                applied = [m for m in ms if m.role in ("post", "post_word", "cite")]
+                kind = "shared"
+            else:
+                inside = [m for m in ms if frozenset(m.labels) < lab and m.role in ("post", "post_word")]
+                orphans = [m for m in ms if not set(m.labels) & pre_labels and m.role in ("post", "post_word")]
+                if inside and any(m.role == "post" for m in inside):
+                    applied, kind = inside, "inside"
+                elif orphans and not inside:
+                    applied, kind = orphans, "orphan"
+                    for m in orphans:
+                        m.role = "orphan"
                 else:
-                    ok = False
-                if ok:
-                    applied.append(m)
+                    continue
             if not applied:
                 continue
-            union = frozenset(k for m in applied for k in m.labels if m.role != "orphan")
-            first = applied[0]
-            if first.role == "orphan":
-                seg = text[s0:first.start]
-                cut = max((mm.end() for mm in re.finditer(r"[:;]|,\s+(?:and|while|whereas|but)\b", seg)), default=0)
-                c0 = s0 + cut
+            union = frozenset(k for m in applied for k in m.labels)
+            seg = text[s0:applied[0].start]
+            if kind == "orphan":
+                # a letter cited only after its clause: '(A) A scratch ..., and quantification ... (B).'
+                cuts = re.finditer(r":|;\s+(?=[a-z(])|,\s+(?:and|while|whereas|but)\b", seg)
             else:
-                seg = text[s0:first.start]
-                cut = max((mm.end() for mm in re.finditer(r"[:;]", seg)), default=0)
-                c0 = s0 + cut
+                cuts = re.finditer(r":|;\s+(?=[a-z(])", seg)
+            cut = max((mm.end() for mm in cuts), default=0)
+            c0 = s0 + cut
+            if cut and lab is None:
+                owner[s0:c0] = [union] * (c0 - s0)
             prev_end = c0
+            group: list = []  # letters of the current ';'-clause
             for m in applied:
                 labs = frozenset(m.labels)
+                semi = text.rfind(";", prev_end, m.start)
+                if group and semi >= 0 and kind != "orphan":
+                    # 'HER2 (A) and ER (B) in breast cancer; PR staining (C) was negative'
+                    g = frozenset(k for x in group for k in x.labels)
+                    owner[prev_end:semi + 1] = [g] * (semi + 1 - prev_end)
+                    prev_end = semi + 1
+                    group = []
+                group.append(m)
                 owner[prev_end:m.start] = [labs] * (m.start - prev_end)
-                owner[m.start:m.end] = [False] * (m.end - m.start)
+                if _prev_token(text, m.start) in _PREP_CITE and not m.descriptor:
+                    # 'Necrosis is visible in (B) and (C).': keep the letters in the text
+                    owner[m.start:m.end] = [labs] * (m.end - m.start)
+                else:
+                    owner[m.start:m.end] = [False] * (m.end - m.start)
                 for k, d in m.descriptor.items():
                     kk = k.upper() if k.upper() in labs else k
                     if kk in labs:
                         extras.append((m.start, frozenset([kk]), f"({d})"))
                 prev_end = m.end
-            if union:
-                if cut and lab is None:
-                    owner[s0:c0] = [union] * (c0 - s0)
-                owner[prev_end:s1] = [union] * (s1 - prev_end)
+            if kind == "orphan" and first_sentence and re.search(r"\w", text[prev_end:s1]):
+                continue  # the rest of the block's own first sentence stays with the block
+            tail = frozenset(k for x in group for k in x.labels) if kind != "orphan" else union
+            owner[prev_end:s1] = [tail] * (s1 - prev_end)
 
     # trailing notes of the last panel that apply to every panel
+    trailing = None
     if pre and blocks[-1][2] is not None and blocks[-1][2] != all_keys:
         bs, be, lab = blocks[-1]
         idx = [i for i, s in enumerate(sent_starts) if bs < s < be]
@@ -795,21 +881,50 @@ def segment_caption(caption: str) -> Segmentation:
             for s in sent_starts:
                 if obs < s < obe:
                     other_firsts.add(_first_words(text[s:obe]))
-        for j, si in enumerate(idx):
+        shared_from = None
+        for si in idx:
+            s_start = sent_starts[si]
             s1 = sent_starts[si + 1] if si + 1 < len(sent_starts) else be
-            sent = text[sent_starts[si]:s1]
-            if _is_note(sent) and _first_words(sent) not in other_firsts:
-                for i in range(sent_starts[si], be):
+            sent = text[s_start:s1]
+            cited = {k for m in markers if s_start <= m.start < s1 and m.role != "pre" for k in m.labels}
+            note_kw = _is_note(sent)
+            note = note_kw and _first_words(sent) not in other_firsts
+            if cited and not cited & lab and not note_kw:
+                # 'We adapted the data presented in panel B from ...' belongs to B
+                cl = frozenset(cited)
+                for i in range(s_start, s1):
+                    if owner[i] == lab:
+                        owner[i] = cl
+                continue
+            if shared_from is None and (note or (cited - lab)):
+                shared_from = s_start
+                trailing = (s_start, be, sorted(lab, key=label_sort_key))
+            if shared_from is not None:
+                for i in range(s_start, s1):
                     if owner[i] == lab:
                         owner[i] = None
-                break
 
     # text owned by every label is shared
     for i in range(n):
         if owner[i] and owner[i] == all_keys:
             owner[i] = None
     extras = [(p, None if ks == all_keys else ks, t) for p, ks, t in extras]
-    return Segmentation(text, list(keys), owner, extras, markers)
+    return Segmentation(text, list(keys), owner, extras, markers, trailing)
+
+
+def _squashed_first(text: str, start0: int, markers: list):
+    """'... induces autoimmunitya. Prostate weights ... b-d. Histology': the title swallowed 'a'."""
+    firsts = [m for m in markers if "B" in m.labels]
+    if not firsts:
+        return None
+    first_b = min(firsts, key=lambda m: m.start)
+    raw = next((t for t, _ in first_b.tokens if t.upper() == "B"), "B")
+    a = "a" if raw.islower() else "A"
+    m = re.compile(rf"(?<=[a-z]{{3}}){a}(\)\.?|\.|,|:)(?=\s+\S)").search(text, start0, first_b.start)
+    if not m:
+        return None
+    mk = Marker(m.start(), m.end(), [(a, False)], "dot", labels=("A",), squashed=True)
+    return mk
 
 
 def _resolve_merged(m: Marker, keys: list, mode: str) -> tuple:
@@ -832,7 +947,7 @@ def _clean(s: str) -> str:
     s = _RE_WS.sub(" ", s).strip()
     s = re.sub(r"\s+([,;.:])", r"\1", s)
     s = re.sub(r"\(\s*\)", "", s) if "( )" in s else s
-    s = s.strip(" ,;:")
+    s = s.strip(" ,;:").lstrip(". ")
     # drop dangling brackets left by a removed marker
     while s.endswith((")", "]")) and s.count(")") + s.count("]") > s.count("(") + s.count("["):
         s = s[:-1].rstrip(" ,;:")
@@ -842,6 +957,17 @@ def _clean(s: str) -> str:
     s = re.sub(r"^(?:and|or)\s+", "", s)
     s = re.sub(r"(?:,\s*|\s+)(?:and|or)$", "", s)
     return s.strip(" ,;:")
+
+
+def _join(parts: list) -> str:
+    out = []
+    for t in parts:
+        t = t.strip()
+        if out and out[-1][-1:] in ".;:!?":
+            t = t.lstrip(" ,;:")
+        if t:
+            out.append(t)
+    return " ".join(out)
 
 
 def _runs(seg: Segmentation) -> list:
@@ -870,8 +996,8 @@ def split_caption(caption: str) -> dict:
         raise TypeError("caption must be a string")
     seg = segment_caption(caption)
     runs = _runs(seg)
-    shared = _clean(" ".join(t for _, o, t in runs if o is None))
+    shared = _clean(_join([t for _, o, t in runs if o is None]))
     out = {SHARED: shared}
     for k in seg.labels:
-        out[k] = _clean(" ".join(t for _, o, t in runs if o is not None and k in o))
+        out[k] = _clean(_join([t for _, o, t in runs if o is not None and k in o]))
     return out

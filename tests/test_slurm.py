@@ -1,0 +1,168 @@
+"""End to end on a real single-node Slurm: `snakemake --cores all --profile slurm`, verbatim.
+
+A private cluster (tests/slurm_cluster.py: munged, slurmctld, slurmd under /tmp/p2p-slurm-*,
+free ports, never /etc/slurm) runs the ingest DAG of a copy of the repository through sbatch
+with the repository's own profile (slurm/config.v8+.yaml). Skips, saying why, only where Slurm
+cannot be installed or started; with P2P_REQUIRE_SLURM=1 that is a failure instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from slurm_cluster import SlurmCluster, SlurmUnavailable
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+# snakemake is killed (SIGKILL: SIGTERM only makes it wait for its jobs) after this many seconds
+RUN_TIMEOUT = int(os.environ.get("P2P_SLURM_TIMEOUT", "150"))
+COMMAND = ["snakemake", "--cores", "all", "--profile", "slurm"]
+EXCLUDE = {".git", ".venv", "results", ".snakemake", ".pytest_cache", "__pycache__", "build", ".whl"}
+
+
+def _venv_bin() -> Path:
+    """The venv whose snakemake the test runs: the repository's .venv, else this interpreter's."""
+    for cand in (REPO / ".venv" / "bin", Path(sys.executable).parent):
+        if (cand / "snakemake").exists():
+            return cand
+    pytest.fail(f"no snakemake next to {sys.executable} nor in {REPO / '.venv/bin'}")
+
+
+def copy_repo(dst: Path) -> int:
+    """Copy what a clone would hold: git's tracked files plus untracked, not ignored ones (the
+    working tree under test), or, without git, everything but EXCLUDE. Returns the file count."""
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                             cwd=REPO, capture_output=True, check=True, timeout=30).stdout
+        files = [f for f in out.decode().split("\0") if f and (REPO / f).is_file()]
+    except (OSError, subprocess.SubprocessError):
+        files = []
+    if files:
+        for f in files:
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / f, dst / f)
+        return len(files)
+    shutil.copytree(REPO, dst, dirs_exist_ok=True, symlinks=True,
+                    ignore=lambda d, names: [n for n in names if n in EXCLUDE or n.endswith(".egg-info")])
+    return sum(1 for p in dst.rglob("*") if p.is_file())
+
+
+@pytest.fixture
+def cluster():
+    c = SlurmCluster()
+    try:
+        c.start()
+    except SlurmUnavailable as e:
+        c.cleanup()
+        if os.environ.get("P2P_REQUIRE_SLURM") == "1":
+            pytest.fail(f"Slurm required (P2P_REQUIRE_SLURM=1) but unavailable: {e}")
+        print(f"\nSKIP test_slurm: {e}")
+        pytest.skip(f"cannot install or start Slurm: {e}")
+    try:
+        yield c
+    finally:
+        c.stop()  # no-op where the test already stopped it
+        c.cleanup()
+
+
+def _squeue(cluster: SlurmCluster) -> list[dict]:
+    """Every job the controller still knows (finished ones stay MinJobAge = 300 s)."""
+    res = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%j|%T|%k"], env=cluster.env(),
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stderr
+    rows = [line.split("|", 3) for line in res.stdout.splitlines() if line.strip()]
+    return [dict(zip(("id", "name", "state", "comment"), r)) for r in rows]
+
+
+def _mlflow_runs(results: Path) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{results / 'mlflow' / 'mlflow.db'}")
+    exps = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(exps, max_results=1000)
+
+
+def test_snakemake_profile_slurm(cluster: SlurmCluster, tmp_path: Path):
+    t0 = time.monotonic()
+    work = tmp_path / "repo"
+    work.mkdir()
+    n_files = copy_repo(work)
+    assert (work / "slurm" / "config.v8+.yaml").is_file() and (work / "Snakefile").is_file()
+    t_copy = time.monotonic() - t0
+
+    venv_bin = _venv_bin()
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', os.defpath)}"
+    env = cluster.env(env)  # SLURM_CONF + the srun wrapper first on PATH, no inherited SLURM_*
+    timeout_bin = shutil.which("timeout") or pytest.fail("coreutils `timeout` not found")
+
+    t1 = time.monotonic()
+    res = subprocess.run([timeout_bin, "-s", "KILL", str(RUN_TIMEOUT), *COMMAND], cwd=work, env=env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, timeout=RUN_TIMEOUT + 30)
+    t_run = time.monotonic() - t1
+    (tmp_path / "snakemake.out").write_text(res.stdout)
+    jobs = _squeue(cluster)
+    ctld_log = cluster.log_file("slurmctld").read_text(errors="replace")
+
+    # Stop the daemons before the assertions, so a failed assertion leaves nothing running.
+    t2 = time.monotonic()
+    pids = cluster.stop()
+    t_stop = time.monotonic() - t2
+    alive = cluster.alive()
+
+    def context() -> str:
+        logs = sorted((work / ".snakemake" / "slurm_logs").rglob("*.log"))
+        kept = "".join(f"\n--- {p.relative_to(work)}:\n{p.read_text(errors='replace')[-2000:]}" for p in logs[-4:])
+        return (f"\n$ {' '.join(COMMAND)}  (cwd {work}, exit {res.returncode})\n{res.stdout[-6000:]}"
+                f"\nsqueue: {jobs}{kept}{cluster.log_tails()}")
+
+    print(f"\n[slurm test] copy {n_files} files {t_copy:.1f}s | cluster start {cluster.timings.get('start_s', 0):.1f}s"
+          f" | snakemake --profile slurm {t_run:.1f}s | stop {t_stop:.1f}s | total {time.monotonic() - t0:.1f}s"
+          f" | jobs {[(j['id'], j['comment'], j['state']) for j in jobs]}")
+
+    assert not alive, f"daemons still running after stop: {alive} (started {pids})"
+    assert res.returncode != 137, f"snakemake killed after {RUN_TIMEOUT}s" + context()
+    assert res.returncode == 0, context()
+
+    summary = json.loads((work / "results" / "ingest" / "summary.json").read_text())
+    assert summary["figures"] > 0, summary
+
+    # The jobs went through Slurm: one job per rule job, all COMPLETED, one workflow run uuid.
+    rules = [j["comment"].split("_wildcards_")[0] for j in jobs]
+    assert jobs and all(j["state"] == "COMPLETED" for j in jobs), context()
+    assert rules.count("rule_ingest") == summary["shards"] and rules.count("rule_ingest_summary") == 1, context()
+    assert len({j["name"] for j in jobs}) == 1, jobs
+    job_ids = {j["id"] for j in jobs}
+    for jid in job_ids:
+        assert f"JobId={jid} " in ctld_log, f"JobId={jid} not in the slurmctld log"
+
+    # MLflow: exactly one parent run (onstart ran once, in the main process only), one nested
+    # run per job, each tagged with the Slurm job that ran it.
+    results = work / "results"
+    runs = _mlflow_runs(results)
+    parents = [r for r in runs if r.data.tags.get("panel2patch.level") == "workflow"]
+    stages = [r for r in runs if r.data.tags.get("panel2patch.level") == "stage"]
+    table = [(r.info.run_name, r.data.tags.get("panel2patch.level"), r.data.tags.get("mlflow.parentRunId"),
+              r.data.tags.get("slurm.job_id"), r.info.status) for r in runs]
+    assert len(parents) == 1, f"expected 1 workflow parent run, got {len(parents)}: {table}"
+    parent = parents[0]
+    assert json.loads((results / "mlflow" / "parent_run.json").read_text())["run_id"] == parent.info.run_id
+    assert parent.info.status == "FINISHED", table  # onsuccess ran
+    assert "slurm.job_id" not in parent.data.tags, "parent run created inside a Slurm job"
+    assert len(stages) == len(jobs), table
+    assert all(r.data.tags.get("mlflow.parentRunId") == parent.info.run_id for r in stages), table
+    assert sorted(r.info.run_name.split(":")[0] for r in stages) == sorted(
+        ["ingest"] * summary["shards"] + ["ingest_summary"]), table
+    assert {r.data.tags.get("slurm.job_id") for r in stages} == job_ids, table
+    assert all(r.info.status == "FINISHED" for r in stages), table
+    print(f"[slurm test] mlflow: {table}")

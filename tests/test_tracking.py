@@ -1,0 +1,66 @@
+"""MLflow lineage helpers against a real SQLite-backed MLflow store."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import mlflow
+import pandas as pd
+import pytest
+
+from panel2patch import tracking
+
+
+@pytest.fixture()
+def results(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)  # start_workflow_run sets it
+    return tmp_path / "results"
+
+
+def runs(results):
+    mlflow.set_tracking_uri(f"sqlite:///{results.resolve()}/mlflow/mlflow.db")
+    return {r.info.run_name: r for r in mlflow.search_runs(experiment_names=["panel2patch"], output_format="list")}
+
+
+def test_parent_and_nested_runs(results):
+    config = {"inputs": ["x"], "shard_size": 2, "ingest": {"pdf_dpi": 150}, "tracking": {"uri": None}}
+    parent_id = tracking.start_workflow_run(results, config, pd.DataFrame({"path": ["a.nxml"], "kind": ["jats"], "shard": ["shard-00000"]}))
+    assert json.loads((results / tracking.PARENT_FILE).read_text())["run_id"] == parent_id
+    assert json.loads(os.environ[tracking.PARENT_ENV])["run_id"] == parent_id
+    out = results / "out.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("hello")
+    with tracking.stage_run("ingest", "shard-00000", {"pdf_dpi": 150}, results) as run:
+        run.log_metrics({"figures": 3, "skip_reasons": {"missing-image": 2}, "note": "not a number"})
+        record = run.log_outputs({"out": out, "absent": results / "nope"})
+    assert record["out"]["sha256"] == "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+    assert "absent" not in record
+    tracking.end_workflow_run(results, "FINISHED")
+    r = runs(results)
+    parent = next(v for k, v in r.items() if k.startswith("workflow"))
+    child = r["ingest:shard-00000"]
+    assert parent.info.status == "FINISHED" and parent.data.params["ingest.pdf_dpi"] == "150"
+    assert child.data.tags["mlflow.parentRunId"] == parent_id
+    assert child.data.metrics == {"figures": 3.0, "skip_reasons.missing-image": 2.0}
+    assert child.data.tags["output.out.sha256"] == record["out"]["sha256"]
+    # artifacts land in the embedded store under results/
+    assert any((results / "mlflow" / "artifacts").rglob("outputs.json"))
+
+
+def test_job_after_a_finished_invocation_is_top_level(results):
+    tracking.start_workflow_run(results, {"inputs": ["x"]})
+    tracking.end_workflow_run(results, "FAILED")
+    with tracking.stage_run("ingest", "manual", {}, results):
+        pass
+    r = runs(results)
+    assert "mlflow.parentRunId" not in r["ingest:manual"].data.tags
+    assert next(v for k, v in r.items() if k.startswith("workflow")).info.status == "FAILED"
+
+
+def test_tracking_uri_precedence(results, monkeypatch):
+    assert tracking.tracking_uri(results).startswith("sqlite:///") and str(results.resolve()) in tracking.tracking_uri(results)
+    assert tracking.tracking_uri(results, "http://mlflow.example:5000") == "http://mlflow.example:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/elsewhere.db")
+    assert tracking.tracking_uri(results, "http://mlflow.example:5000") == "sqlite:////tmp/elsewhere.db"
