@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 # snakemake is killed (SIGKILL: SIGTERM only makes it wait for its jobs) after this many seconds
-RUN_TIMEOUT = int(os.environ.get("P2P_SLURM_TIMEOUT", "150"))
+RUN_TIMEOUT = int(os.environ.get("P2P_SLURM_TIMEOUT", "300"))
 COMMAND = ["snakemake", "--cores", "all", "--profile", "slurm"]
 EXCLUDE = {".git", ".venv", "results", ".snakemake", ".pytest_cache", "__pycache__", "build", ".whl"}
 
@@ -141,6 +141,7 @@ def test_snakemake_profile_slurm(cluster: SlurmCluster, tmp_path: Path):
     rules = [j["comment"].split("_wildcards_")[0] for j in jobs]
     assert jobs and all(j["state"] == "COMPLETED" for j in jobs), context()
     assert rules.count("rule_ingest") == summary["shards"] and rules.count("rule_ingest_summary") == 1, context()
+    assert rules.count("rule_text") == summary["shards"], context()
     assert len({j["name"] for j in jobs}) == 1, jobs
     job_ids = {j["id"] for j in jobs}
     for jid in job_ids:
@@ -162,7 +163,7 @@ def test_snakemake_profile_slurm(cluster: SlurmCluster, tmp_path: Path):
     assert len(stages) == len(jobs), table
     assert all(r.data.tags.get("mlflow.parentRunId") == parent.info.run_id for r in stages), table
     assert sorted(r.info.run_name.split(":")[0] for r in stages) == sorted(
-        ["ingest"] * summary["shards"] + ["ingest_summary"]), table
+        ["ingest"] * summary["shards"] + ["text"] * summary["shards"] + ["ingest_summary"]), table
     assert {r.data.tags.get("slurm.job_id") for r in stages} == job_ids, table
     assert all(r.info.status == "FINISHED" for r in stages), table
     print(f"[slurm test] mlflow: {table}")

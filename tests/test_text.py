@@ -391,3 +391,24 @@ def test_cli_round_trip(tmp_path):
     assert "error" in out[1] and out[1]["line"] == 2
     assert out[2]["error"] == "missing 'caption'"
     assert out[3] == {"id": "f4", "subcaptions": {"_shared": "No panels named here."}, "markers": []}
+
+
+def test_text_stage_on_ingested_sample(tmp_path, sample, monkeypatch):
+    from panel2patch.ingest import ingest_paths
+    from panel2patch.text.stage import MARKERS, SUBCAPTIONS, run_text_shard
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("P2P_MLFLOW_PARENT", raising=False)
+    ingest_paths([sample / "elife-32671"], tmp_path / "ingest", progress=False)
+    stats = run_text_shard(tmp_path / "ingest" / "figures.parquet", tmp_path / "text", "manual", tmp_path / "results")
+    assert stats["figures"] == 5 and stats["figures_split"] == 5
+    assert pq.read_schema(tmp_path / "text" / "subcaptions.parquet").equals(SUBCAPTIONS, check_metadata=False)
+    assert pq.read_schema(tmp_path / "text" / "markers.parquet").equals(MARKERS, check_metadata=False)
+    subs = pd.read_parquet(tmp_path / "text" / "subcaptions.parquet")
+    fig2 = subs[subs.figure_id == "elife-32671__fig2"].set_index("key")
+    assert list(fig2.index) == ["_shared", "A", "B", "C"]
+    assert fig2.loc["C", "text"].startswith("Boxplot summarizing the statistics in (B)")
+    assert fig2.loc["C", "full_text"].startswith(fig2.loc["_shared", "text"])
+    assert len(fig2.loc["_shared", "inline_refs"]) == 3  # sentences citing "Figure 2" without a letter

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 
 from conftest import REPO
@@ -56,8 +57,12 @@ def test_demo_ingests_every_figure(demo):
     assert summary["figures_by_source"]["jats"] == 7 and summary["figures_by_source"]["pdf"] >= 11
     assert summary["skip_reasons"] == {"no-figures": 1}
     for shard in ("shard-00000", "shard-00001"):
-        assert (demo / f"results/logs/ingest/{shard}.log").stat().st_size > 0
-        assert (demo / f"results/benchmarks/ingest/{shard}.tsv").exists()
+        for stage in ("ingest", "text"):
+            assert (demo / f"results/logs/{stage}/{shard}.log").stat().st_size > 0
+            assert (demo / f"results/benchmarks/{stage}/{shard}.tsv").exists()
+    subs = pd.read_parquet(demo / "results/shard-00000/text/subcaptions.parquet").set_index(["figure_id", "key"])
+    assert subs.loc[("elife-32671__fig1", "A"), "full_text"].startswith("Two-photon imaging and photostimulation")
+    assert {k for f, k in subs.index if f == "elife-32671__fig1"} == {"_shared", *"ABCDEFG"}
 
 
 def test_mlflow_lineage(demo):
@@ -70,7 +75,8 @@ def test_mlflow_lineage(demo):
     assert parent.data.params["shard_size"] == "4" and parent.data.params["ingest.pdf_dpi"] == "150"
     assert [d.dataset.name for d in parent.inputs.dataset_inputs] == ["input-units"]
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
-    assert set(children) == {"ingest:shard-00000", "ingest:shard-00001", "ingest_summary:all"}
+    assert set(children) == {"ingest:shard-00000", "ingest:shard-00001", "ingest_summary:all",
+                             "text:shard-00000", "text:shard-00001"}
     for shard in ("shard-00000", "shard-00001"):
         run = children[f"ingest:{shard}"]
         assert run.info.status == "FINISHED"
@@ -80,6 +86,7 @@ def test_mlflow_lineage(demo):
         for name in ("figures", "articles", "skips"):
             assert run.data.tags[f"output.{name}.sha256"] == sha256(demo / f"results/{shard}/ingest/{name}.parquet")
         assert len(run.data.tags["output.images.sha256"]) == 64
+    assert children["text:shard-00000"].data.metrics["subcaptions"] > 0
     total = children["ingest_summary:all"].data.metrics["figures"]
     assert total == json.loads((demo / "results/ingest/summary.json").read_text())["figures"]
 

@@ -85,14 +85,15 @@ _LABEL = (
     r"(?P<prefix>(?:Appendix|APPENDIX|Box|BOX)\s*\d+\s*" + _DASH + r"\s*)?"
     r"(?P<supp>(?:Supplementary|Supplemental|SUPPLEMENTARY|SUPPLEMENTAL)\s+)?"
     r"(?P<kind>Figure|FIGURE|Fig\.|FIG\.|Fig|FIG)\s*"
-    r"(?P<num>S?\d{1,3})(?![\d.,]\d)"
+    r"(?P<num>S?\d{1,3}(?:\.\d{1,2}(?=[\s.:|]))?)(?![\d.,]\d)"  # 3, S3, 2.1 (chapter.figure)
     r"(?P<sub>\s*\.?\s*" + _DASH + r"\s*(?:figure|Figure)\s+supplement\s+\d+)?"
     r")"
 )
 # A caption starts with a label and a clear delimiter: ".", ":", "|", an em dash, or nothing
 # more on the line (label on a line of its own).  "Figure 3 shows", "Figure 3A", "Figure 3)"
 # and "Figure 3—Source data 1." are not captions.
-CAPTION_RE = re.compile(r"^\s*" + _LABEL + r"\s*(?P<delim>[.:|\u2014]|\s*$)")
+_NOT_ASSET = r"(?!\s*(?i:source|video|animation|audio|data|figure supplement)\b)"
+CAPTION_RE = re.compile(r"^\s*" + _LABEL + r"\s*(?P<delim>[.:|]|\u2014" + _NOT_ASSET + r"|\s*$)")
 LABEL_LINE_RE = re.compile(r"^\s*" + _LABEL + r"\s*[.:|\u2014]?\s*$")  # "Figure 2" alone on a line
 LABEL_WORD_RE = re.compile(r"^\s*" + _LABEL + r"\s+(?=[A-Z(])")  # "Figure 2 Title" (bold label)
 LABEL_PREFIX_RE = re.compile(r"^\s*" + _LABEL + r"\s*[.:|\u2014]?\s*")
@@ -142,7 +143,7 @@ def _caption_start(lines: list[str], text: str, spans: list[tuple[str, str, bool
                     after = (font, bold)
                     break
                 pos += len(t)
-            if after and (label_bold and not after[1] or label_font != after[0]):
+            if after and ((label_bold and not after[1]) or label_font != after[0]):
                 m = w
     return m
 
@@ -156,7 +157,7 @@ def normalise_label(match: re.Match) -> str:
     prefix = " ".join((match.group("prefix") or "").split())
     if prefix:  # "Appendix 1 —" -> "Appendix 1—"
         prefix = re.sub(r"\s*" + _DASH + r"\s*$", "\u2014", prefix)
-        prefix = prefix[0].upper() + prefix[1:].lower().replace("\u2014", "\u2014")
+        prefix = prefix[0].upper() + prefix[1:].lower()
     supp = (match.group("supp") or "").strip().capitalize()
     label = f"{prefix}{supp + ' ' if supp else ''}Figure {match.group('num')}"
     sub = match.group("sub")
@@ -602,26 +603,45 @@ class _Caption:
 
 
 def _assemble(p: _Page, start: int, used: set[int]) -> tuple[str, pymupdf.Rect]:
-    """Caption text from block ``start`` plus the blocks that continue it directly below."""
+    """Caption text from block ``start`` plus the blocks that continue it directly below.
+
+    A block continues the caption when it is set in the caption's font size, starts at its
+    left edge and follows at the caption's own line spacing (a wider gap starts a new
+    paragraph); a label, a publisher trailer or another asset's caption ends it.
+    """
     first = p.blocks[start]
     parts, rect, last = [first.text], pymupdf.Rect(first.rect), first
     used.add(start)
-    if TRAILER_RE.search(first.text) and TRAILER_RE.search(first.text).start() > 0:
-        return " ".join(parts), rect
+    trailer = TRAILER_RE.search(first.text)
+    if trailer and trailer.start() > 0:
+        return first.text, rect
+    # gap between lines inside the caption: known from a multi-line first block, else from
+    # the first continuation (double-spaced manuscripts)
+    n = len(first.lines)
+    line_gap = max(first.rect.height / n - first.size * 1.15, 0.0) if n > 1 else None
     while True:
+        allowed = max(1.6 * first.size, 6) if line_gap is None else max(1.8 * line_gap + 1.5, 3)
         nxt = None
         for i, b in enumerate(p.blocks):
             if i in used or b.role in ("margin", "figtext", "table"):
                 continue
             gap = b.rect.y0 - last.rect.y1
-            if -2 <= gap <= max(1.6 * last.size, 6) and abs(b.rect.x0 - rect.x0) <= 12 and abs(b.size - first.size) <= 0.6:
+            if -2 <= gap <= allowed and abs(b.rect.x0 - rect.x0) <= 12 and abs(b.size - first.size) <= 0.6:
                 if nxt is None or b.rect.y0 < p.blocks[nxt].rect.y0:
                     nxt = i
         if nxt is None:
             break
         b = p.blocks[nxt]
-        if _caption_start(b.lines, b.text, b.spans) or CONTINUED_RE.match(b.text) or _table_start(b.lines, b.text) or OTHER_ASSET_RE.match(b.text) or TRAILER_RE.match(b.text):
+        if (
+            _caption_start(b.lines, b.text, b.spans)
+            or CONTINUED_RE.match(b.text)
+            or _table_start(b.lines, b.text)
+            or OTHER_ASSET_RE.match(b.text)
+            or TRAILER_RE.match(b.text)
+        ):
             break
+        if line_gap is None:
+            line_gap = max(b.rect.y0 - last.rect.y1, 0.0)
         used.add(nxt)
         parts.append(b.text)
         rect |= b.rect

@@ -1,0 +1,22 @@
+# Caption understanding: captions -> per-panel subcaptions and marker phrases, per shard.
+
+
+rule text:
+    input:
+        figures=f"{RESULTS}/{{shard}}/ingest/figures.parquet",
+    output:
+        subcaptions=f"{RESULTS}/{{shard}}/text/subcaptions.parquet",
+        markers=f"{RESULTS}/{{shard}}/text/markers.parquet",
+    log:
+        f"{RESULTS}/logs/text/{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/text/{{shard}}.tsv"
+    params:
+        tracking=config["tracking"],
+        results=RESULTS,
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    script:
+        "../scripts/text.py"
