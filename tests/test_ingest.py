@@ -92,8 +92,11 @@ def test_sample_pdf_figures(sample_run):
     pdf = figs[figs.source_kind == "pdf"]
     assert set(pdf.method) <= {"pdf-layout", "pdf-heuristic"}
     by_article = pdf.groupby(pdf.source_path.map(lambda p: Path(p).name)).label.apply(sorted).to_dict()
-    assert by_article["elife-00777.pdf"] == [f"Figure {i}" for i in range(1, 5)]
+    assert by_article["elife-00790.pdf"] == [f"Figure {i}" for i in range(1, 9)]
+    assert by_article["elife-15600.pdf"] == [f"Figure {i}" for i in range(1, 8)]
     assert all(c.startswith(l) for c, l in zip(pdf.caption, pdf.label))
+    assert set(pdf.licence_code) == {"cc-by"}  # from the licence sentence printed on page 1
+    assert set(pdf.article_id) == {"10.7554/eLife.00790", "10.7554/eLife.15600"}
 
 
 def test_ids_are_stable_across_runs(sample_run, tmp_path, sample):
@@ -156,7 +159,7 @@ def test_discovery_and_sharding(sample, tmp_path):
     units = discover_units([sample])
     kinds = {Path(u.path).name: u.kind for u in units}
     assert kinds == {"manuscript.xml": "jats", "elife-00353.tar.gz": "package", "elife-19405.tar.gz": "package",
-                     "elife-00777.pdf": "pdf", "elife-15600.pdf": "pdf", "elife-22661.pdf": "pdf"}
+                     "elife-00790.pdf": "pdf", "elife-15600.pdf": "pdf", "elife-22661.pdf": "pdf"}
     shards = make_shards(units, 4)
     assert list(shards) == ["shard-00000", "shard-00001"] and sum(map(len, shards.values())) == len(units)
     # a PDF beside a JATS file is the same article: the JATS is used, the PDF is not a unit

@@ -175,7 +175,8 @@ def _ingest_pdf(pdf: Path, source: str, w: ShardWriter, cfg: dict) -> None:
                 "label": fig.label, "caption_title": fig.caption_title, "caption": fig.caption,
                 "image_path": saved.path.relative_to(w.out_dir).as_posix(), "image_format": saved.format,
                 "width": saved.width, "height": saved.height, "image_sha256": saved.sha256, "source_image": None,
-                "licence": None, "licence_code": None, "source_kind": "pdf", "source_path": source, "page": fig.page,
+                "licence": meta.get("licence"), "licence_code": licence_code(meta.get("licence")),
+                "source_kind": "pdf", "source_path": source, "page": fig.page,
                 "pdf_bbox": list(fig.bbox), "method": fig.method, "inline_refs": [], "shard": w.shard,
             }
         )
@@ -183,7 +184,8 @@ def _ingest_pdf(pdf: Path, source: str, w: ShardWriter, cfg: dict) -> None:
         w.articles.append(
             {
                 "article_id": article_id, "pmcid": None, "pmid": None, "doi": meta.get("doi"), "title": meta.get("title"),
-                "journal": None, "licence": None, "licence_code": None, "source_kind": "pdf", "source_path": source,
+                "journal": None, "licence": meta.get("licence"), "licence_code": licence_code(meta.get("licence")),
+                "source_kind": "pdf", "source_path": source,
                 "n_figures": len(figures), "shard": w.shard,
             }
         )

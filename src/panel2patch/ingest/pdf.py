@@ -11,25 +11,29 @@ How a page is read (both methods share everything but the first step):
 
 1. *Graphics and text roles.*
    ``method="heuristic"`` (plain PyMuPDF): raster images (``page.get_image_info``) and clusters
-   of vector drawings (``page.cluster_drawings``) are the graphics; running headers/footers,
-   logos and icons repeated on many pages, tiny items and shaded text boxes are dropped.  Text
-   blocks are "body" when set in the document's body font size (or larger: headings), or when
-   they are long paragraphs in a smaller size.
+   of vector paths (boxes from ``page.get_bboxlog``, joined by :func:`cluster_rects`, a linear
+   version of ``page.cluster_drawings``) are the graphics; logos and icons repeated on many
+   pages, tiny items, shaded text boxes and frames around captions are dropped.  Text blocks
+   are split where PyMuPDF glued two columns together; running headers/footers and margin line
+   numbers are dropped; a block is "body" when set in the document's body font size (or
+   larger: headings) or when it is a long small-print paragraph.
    ``method="layout"``: the page-layout ONNX model shipped with ``pymupdf-layout`` labels boxes
    (picture, caption, text, table, page-header, ...); its pictures, completed with orphan images
    and vector clusters exactly as ``pymupdf4llm`` does, are the graphics and its classes give the
    text roles.
 2. *Captions.*  A text block starting with a figure label and a delimiter ("Figure 3.",
-   "Fig. 3:", "FIGURE 3 |", "Figure 3—figure supplement 1.", "Appendix 1—Figure 2.") starts a
-   caption; following blocks in the same font size directly below it continue it.  It ends at
-   the next label, at body text, or at a publisher trailer (a "DOI: ..." line, "The following
-   figure supplements are available ..."), which is not part of the caption.  A block "Figure 3
-   continued" on a later page appends its text to Figure 3's caption.
+   "Fig. 3:", "FIGURE 3 |", "Figure 3—figure supplement 1.", "Appendix 1—Figure 2."), or with
+   the label alone on its first line, or with a label set in bold / another font than the title
+   ("**Figure 3** Title"), starts a caption.  Blocks right below it in the same font size, at
+   its own line spacing, continue it; it ends at the next label, at a wider gap or at a
+   publisher trailer (a "DOI: ..." line, "The following figure supplements are available ..."),
+   which is left out.  "Figure 3 continued" on a later page appends to Figure 3's caption.
 3. *Pairing.*  Each caption takes the graphics between it and the nearest body text, caption or
    table above (or below) it that overlap it horizontally; which side comes first is voted per
-   document (figures usually sit above their captions).  Table captions ("Table 1.") take their
-   ruled tables first so that tables never become figures.  The figure box is the union of
-   those graphics plus the small text (panel letters, axis labels) around them.
+   document (figures usually sit above their captions); failing both, a graphic right beside
+   the caption (captions set in a side column).  Table captions ("Table 1.") take their ruled
+   tables first so that tables never become figures.  The figure box is the union of those
+   graphics plus the small text (panel letters, axis labels) around them.
 4. *Fallbacks.*  Manuscripts with all legends in one section and one figure per page after it
    are paired in order, but only when that is unambiguous (main figures only, ascending, the
    counts agree exactly); eLife POA PDFs, which list supplements among the legends but print
@@ -37,17 +41,23 @@ How a page is read (both methods share everything but the first step):
    A large raster image left over with a short small-print block right below it becomes an
    unlabelled figure (``label=None``).
 
-``method="auto"`` is the heuristic: measured on the eLife PDFs in ``shared/data`` with
-``benchmarks/pdf_figures.py`` it finds every figure there at caption similarity ~0.99, while the
-layout model misses most vector figures and costs ~0.3 s per page (see the benchmark).
+Boxes are computed in unrotated page coordinates; ``PdfFigure.bbox`` and the rendering are as
+displayed (``/Rotate`` applied).  A damaged file whose pages partly fail to load gives the
+figures of the readable pages plus an ``unreadable-pdf`` skip.
 
-Known limits: scanned PDFs (no text layer) give no captions, hence no figures; a figure whose
-caption sits beside it rather than above/below is not paired; rotated pages are not handled.
+``method="auto"`` is the heuristic: on the eLife PDFs in ``shared/data``
+(``benchmarks/pdf_figures.py``) both methods find every JATS figure with the same captions, and
+the heuristic is more than ten times faster (the layout model costs ~0.3 s of CPU per page).
+
+Known limits: scanned PDFs (no text layer) give no captions, hence no figures; figures without
+a printed label are found only in the narrow case above; a figure continued over two pages
+yields its first page only.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import math
 import re
@@ -70,7 +80,8 @@ class PdfFigure:
     caption: str  # full caption incl. the label as printed, whitespace normalised, de-hyphenated
     caption_title: str | None  # first sentence of the caption after the label, if any
     page: int  # 1-based page
-    bbox: tuple[float, float, float, float]  # figure region in PDF points (x0, y0, x1, y1)
+    bbox: tuple[float, float, float, float]  # figure region in PDF points (x0, y0, x1, y1), as
+    # displayed (PyMuPDF page coordinates: origin top left, page /Rotate applied)
     image: "Image.Image"  # RGB rendering of bbox at `dpi`
     method: str  # "pdf-layout" or "pdf-heuristic"
 
@@ -251,7 +262,7 @@ def _is_bold(span: dict) -> bool:
 
 def _text_blocks(page: pymupdf.Page, textpage=None) -> list[_Block]:
     """Text blocks with rows of spans joined left to right and margin line numbers dropped."""
-    width = page.rect.width
+    width = _unrotated_rect(page).width
     d = textpage.extractDICT() if textpage is not None else page.get_text("dict")
     blocks = []
     for b in d["blocks"]:
@@ -363,19 +374,35 @@ def _significant(r: pymupdf.Rect, page_rect: pymupdf.Rect) -> bool:
 
 
 def _drop_decorations(pages: list[_Page]) -> None:
-    """Remove graphics repeated at the same place on many pages (logos, page furniture)."""
+    """Remove logos and page furniture: small or edge-of-page graphics repeated in place.
+
+    Large graphics in the page body are kept even when repeated: figure-only pages of a
+    manuscript may all hold a figure scaled to the same box.
+    """
+    def key(g: pymupdf.Rect) -> tuple:
+        return tuple(round(v / 2) for v in g)
+
     counts = Counter()
     for p in pages:
-        counts.update({tuple(round(v / 2) for v in g) for g in p.graphics})
+        counts.update({key(g) for g in p.graphics})
     need = 2 if len(pages) < 4 else max(3, round(0.3 * len(pages)))
     for p in pages:
-        p.graphics = [g for g in p.graphics if counts[tuple(round(v / 2) for v in g)] < need]
+        h = p.rect.height
+        p.graphics = [
+            g for g in p.graphics
+            if counts[key(g)] < need or not (_area(g) < 0.02 * _area(p.rect) or g.y1 < 0.15 * h or g.y0 > 0.85 * h)
+        ]
 
 
 # ---- heuristic page reading ----------------------------------------------------------------
 
 
 _PATH_KINDS = {"fill-path", "stroke-path", "fill-shade"}
+
+
+def _unrotated_rect(page: pymupdf.Page) -> pymupdf.Rect:
+    """The page in the unrotated coordinates that text, image and path boxes come in."""
+    return pymupdf.Rect(page.rect * page.derotation_matrix)
 
 
 def cluster_rects(rects: list[pymupdf.Rect], page_rect: pymupdf.Rect, tol: float = 3.0) -> list[pymupdf.Rect]:
@@ -482,7 +509,7 @@ def _touching(rects: list[pymupdf.Rect], page_rect: pymupdf.Rect, tol: float) ->
 
 
 def _heuristic_page(page: pymupdf.Page) -> _Page:
-    prect = page.rect
+    prect = _unrotated_rect(page)
     blocks = _text_blocks(page)
     graphics, images = [], []
     for info in page.get_image_info():
@@ -553,9 +580,9 @@ _LAYOUT_ROLES = {
 
 
 def _layout_page(page: pymupdf.Page) -> _Page:
-    import pymupdf.layout  # noqa: F401 - registers the ONNX layout model with PyMuPDF
+    importlib.import_module("pymupdf.layout")  # registers the ONNX layout model with PyMuPDF
 
-    prect = page.rect
+    prect = _unrotated_rect(page)
     textpage = page.get_textpage(flags=_LAYOUT_FLAGS, clip=pymupdf.INFINITE_RECT())
     page.get_layout()
     boxes = [list(b[:5]) for b in (page.layout_information or []) if len(b) >= 5]
@@ -600,6 +627,7 @@ class _Caption:
     parts: list[pymupdf.Rect] = field(default_factory=list)  # the chosen graphics
     region: pymupdf.Rect | None = None
     region_page: int | None = None  # page of the region when not the caption's page
+    blocks: set[int] = field(default_factory=set)  # indices of the caption's text blocks
 
 
 def _assemble(p: _Page, start: int, used: set[int]) -> tuple[str, pymupdf.Rect]:
@@ -652,26 +680,29 @@ def _assemble(p: _Page, start: int, used: set[int]) -> tuple[str, pymupdf.Rect]:
 
 
 def _find_captions(pages: list[_Page], method: str) -> list[_Caption]:
+    """Figure captions, table captions and "Figure N continued" markers, page by page."""
     caps = []
     for p in pages:
         used: set[int] = set()
         for i, b in enumerate(p.blocks):
-            if i in used or b.role == "margin":
+            if i in used or b.role == "margin" or (method == "layout" and b.role == "figtext"):
                 continue
-            if method == "layout" and b.role == "figtext":
-                continue
+            before = set(used)
             cont = CONTINUED_RE.match(b.text)
             m = _caption_start(b.lines, b.text, b.spans)
             if cont and not m:
                 text, rect = _assemble(p, i, used)
-                text = text[cont.end():]
-                caps.append(_Caption(p.number, i, "continued", normalise_label(cont), text, rect))
+                c = _Caption(p.number, i, "continued", normalise_label(cont), text[cont.end():], rect)
             elif m:
                 text, rect = _assemble(p, i, used)
-                caps.append(_Caption(p.number, i, "figure", normalise_label(m), text, rect))
+                c = _Caption(p.number, i, "figure", normalise_label(m), text, rect)
             elif _table_start(b.lines, b.text):
                 used.add(i)
-                caps.append(_Caption(p.number, i, "table", None, b.text, pymupdf.Rect(b.rect)))
+                c = _Caption(p.number, i, "table", None, b.text, pymupdf.Rect(b.rect))
+            else:
+                continue
+            c.blocks = used - before
+            caps.append(c)
     return caps
 
 
@@ -749,17 +780,18 @@ def _beside(p: _Page, cap: _Caption, graphics: list[pymupdf.Rect], blockers: lis
     return chosen, best[0], zone
 
 
-def _region(p: _Page, parts: list[pymupdf.Rect], zone: pymupdf.Rect, caption_rect) -> pymupdf.Rect:
+def _region(p: _Page, parts: list[pymupdf.Rect], zone: pymupdf.Rect, caption_rect, skip: set[int] = frozenset()) -> pymupdf.Rect:
     """Union of the parts plus nearby small text (panel letters, axis labels) in the zone."""
     region = pymupdf.Rect(parts[0])
     for g in parts[1:]:
         region |= g
     for _ in range(2):
         grown = region + (-14, -14, 14, 14)
-        for b in p.blocks:
-            if b.role in ("figtext", "other") and _inside_frac(b.rect, zone + (-1, -1, 1, 1)) > 0.99:
-                if b.rect.intersects(grown) and not b.rect.intersects(caption_rect):
-                    region |= b.rect
+        for i, b in enumerate(p.blocks):
+            if i in skip or b.role not in ("figtext", "other") or not b.rect.intersects(grown):
+                continue
+            if _inside_frac(b.rect, zone + (-1, -1, 1, 1)) > 0.99 and not b.rect.intersects(caption_rect):
+                region |= b.rect
     return region & p.rect
 
 
@@ -768,6 +800,7 @@ def _pair(pages: list[_Page], caps: list[_Caption]) -> None:
     by_page: dict[int, list[_Caption]] = {}
     for c in caps:
         by_page.setdefault(c.page, []).append(c)
+    caption_blocks = {pno: set().union(*(c.blocks for c in cs)) for pno, cs in by_page.items()}
 
     def blockers(p: _Page, me: _Caption) -> list[pymupdf.Rect]:
         out = [b.rect for b in p.blocks if b.role in ("body", "small", "margin")]
@@ -804,7 +837,7 @@ def _pair(pages: list[_Page], caps: list[_Caption]) -> None:
                     parts, gap, zone = _band(p, c, pref[kind] == (choice == "preferred"), free, blockers(p, c))
                 if parts:
                     c.parts = parts
-                    c.region = _region(p, parts, zone, c.rect)
+                    c.region = _region(p, parts, zone, c.rect, caption_blocks[p.number])
                     ids = taken.setdefault(p.number, set())
                     ids.update(j for j, g in enumerate(p.graphics) if g in parts)
 
@@ -851,7 +884,7 @@ def _unlabelled(pages: list[_Page], caps: list[_Caption], body: float, method: s
     """A large leftover image with a short small-print caption right below it."""
     out = []
     taken = {id(g) for c in caps for g in c.parts}
-    cap_blocks = {(c.page, c.index) for c in caps}
+    cap_blocks = {(c.page, i) for c in caps for i in c.blocks}
     for p in pages:
         for g in p.graphics:
             if id(g) in taken or _area(g) < 0.02 * _area(p.rect) or not _significant(g, p.rect):
@@ -866,7 +899,7 @@ def _unlabelled(pages: list[_Page], caps: list[_Caption], body: float, method: s
                 if ok_role and -2 <= gap <= 14 and _xoverlap(b.rect, g) >= 0.5 * b.rect.width:
                     used: set[int] = set()
                     text, rect = _assemble(p, i, used)
-                    c = _Caption(p.number, i, "unlabelled", None, text, rect, [g])
+                    c = _Caption(p.number, i, "unlabelled", None, text, rect, [g], blocks=used)
                     c.region = _region(p, [g], pymupdf.Rect(0, g.y0, p.rect.width, b.rect.y0), rect)
                     out.append(c)
                     taken.add(id(g))
@@ -879,23 +912,30 @@ def _unlabelled(pages: list[_Page], caps: list[_Caption], body: float, method: s
 # --------------------------------------------------------------------------------------------
 
 
+def _name(path) -> str:
+    """``path`` for messages (PDF bytes are not printed)."""
+    return f"<{len(path)} bytes of PDF>" if isinstance(path, (bytes, bytearray)) else str(path)
+
+
 def _open(path) -> tuple[pymupdf.Document | None, tuple[str, str] | None]:
+    """Open ``path`` (a file path, or the PDF as bytes); (None, skip) when it cannot be read."""
+    name = _name(path)
     try:
         doc = pymupdf.open(str(path)) if not isinstance(path, (bytes, bytearray)) else pymupdf.open(stream=bytes(path), filetype="pdf")
     except Exception as exc:  # noqa: BLE001 - any open failure is an unreadable PDF
-        return None, ("unreadable-pdf", f"{path}: {type(exc).__name__}: {exc}")
+        return None, ("unreadable-pdf", f"{name}: {type(exc).__name__}: {exc}")
     try:
         if doc.needs_pass and not doc.authenticate(""):
             doc.close()
-            return None, ("unreadable-pdf", f"{path}: encrypted (password required)")
+            return None, ("unreadable-pdf", f"{name}: encrypted (password required)")
         if not doc.is_pdf:
             doc.close()
-            return None, ("unreadable-pdf", f"{path}: not a PDF")
+            return None, ("unreadable-pdf", f"{name}: not a PDF")
         if doc.page_count == 0:
             doc.close()
-            return None, ("unreadable-pdf", f"{path}: no pages")
+            return None, ("unreadable-pdf", f"{name}: no pages")
     except Exception as exc:  # noqa: BLE001
-        return None, ("unreadable-pdf", f"{path}: {type(exc).__name__}: {exc}")
+        return None, ("unreadable-pdf", f"{name}: {type(exc).__name__}: {exc}")
     return doc, None
 
 
@@ -925,7 +965,10 @@ def extract_pdf_figures(path, dpi: int = 150, method: str = "auto", max_pixels: 
         raise ValueError(f"method must be one of {METHODS}, not {method!r}")
     if method == "auto":
         method = AUTO_METHOD
+    if method == "layout":
+        importlib.import_module("pymupdf.layout")  # a missing model is a setup error, not a bad PDF
     doc, skip = _open(path)
+    path = _name(path)
     if doc is None:
         return [], [skip]
     skips: list[tuple[str, str]] = []
@@ -957,13 +1000,13 @@ def extract_pdf_figures(path, dpi: int = 150, method: str = "auto", max_pixels: 
                 found[c.label].text += " " + c.text
         figs = [c for c in caps if c.region is not None and c.kind in ("figure", "unlabelled")]
         figs = [c for c in figs if c.kind == "unlabelled" or found.get(c.label) is c]
-        figs.sort(key=lambda c: ((c.page if c.region_page is None else c.region_page), c.region.y0, c.region.x0))
+        figs.sort(key=lambda c: (c.page if c.region_page is None else c.region_page, c.region.y0, c.region.x0))
 
         out = []
         tag = "pdf-layout" if method == "layout" else "pdf-heuristic"
         for c in figs:
-            pno = (c.page if c.region_page is None else c.region_page)
-            rect = c.region
+            pno = c.page if c.region_page is None else c.region_page
+            rect = pymupdf.Rect(c.region * doc[pno].rotation_matrix)  # as displayed (/Rotate)
             name = c.label or "unlabelled figure"
             w, h = rect.width * dpi / 72, rect.height * dpi / 72
             if w * h > max_pixels:
@@ -990,10 +1033,24 @@ def extract_pdf_figures(path, dpi: int = 150, method: str = "auto", max_pixels: 
 _JUNK_TITLE = re.compile(r"^\s*$|^\d+(\s+\d+\.\.\d+)?$|\.(docx?|indd|tex|pdf|qxd|rtf)\b|^untitled|^microsoft word|template|^[A-Z]+\d+(\s+\d+\.\.\d+)?$", re.I)
 
 
+_CC_URL = re.compile(r"creativecommons\.org/(?:licenses|publicdomain)/[a-z0-9./-]+", re.I)
+_LICENCE_SENTENCE = re.compile(r"[^.]*(?:Creative Commons|public domain)[^.]*\.", re.I)
+
+
+def _licence_statement(text: str) -> str | None:
+    """A Creative Commons URL, else the sentence granting a CC / public-domain licence."""
+    flat = " ".join(text.split())
+    if m := _CC_URL.search(flat.replace("http:// ", "http://").replace("https:// ", "https://")):
+        return "http://" + m.group(0).rstrip(".,;)")
+    if m := _LICENCE_SENTENCE.search(flat):
+        return m.group(0).strip()[:500]
+    return None
+
+
 def pdf_metadata(path) -> dict:
-    """Best effort ``{"title", "doi"}`` from the PDF metadata or the first pages' text."""
-    out = {"title": None, "doi": None}
-    doc, skip = _open(path)
+    """Best effort ``{"title", "doi", "licence"}`` from the PDF metadata or the first pages' text."""
+    out = {"title": None, "doi": None, "licence": None}
+    doc, _ = _open(path)
     if doc is None:
         return out
     try:
@@ -1002,24 +1059,22 @@ def pdf_metadata(path) -> dict:
         if title and not _JUNK_TITLE.search(title) and len(title.split()) >= 2:
             out["title"] = title
         # the article's DOI is the one repeated in running footers; else the first one seen
-        dois = Counter()
-        first: list[str] = []
+        dois = Counter()  # insertion order breaks ties: metadata first, then reading order
         for field_ in ("subject", "keywords"):
             for d in DOI_RE.findall(meta.get(field_) or ""):
-                dois[d.rstrip(".,;)")] += 2
+                dois[d.rstrip(".,;)]")] += 2
         for pno in range(min(3, doc.page_count)):
-            for d in DOI_RE.findall(doc[pno].get_text()):
-                d = d.rstrip(".,;)]")
-                dois[d] += 1
-                if d not in first:
-                    first.append(d)
+            text = doc[pno].get_text()
+            for d in DOI_RE.findall(text):
+                dois[d.rstrip(".,;)]")] += 1
+            out["licence"] = out["licence"] or _licence_statement(text)
         if dois:
             top = max(dois.values())
-            out["doi"] = next(d for d in list(dois) if dois[d] == top)
+            out["doi"] = next(d for d in dois if dois[d] == top)
         if out["title"] is None:
             out["title"] = _first_page_title(doc[0])
     except Exception as exc:  # noqa: BLE001 - best effort
-        log.debug("%s: metadata: %s", path, exc)
+        log.debug("%s: metadata: %s", _name(path), exc)
     finally:
         doc.close()
     return out
@@ -1033,7 +1088,7 @@ def _first_page_title(page: pymupdf.Page) -> str | None:
             for s in line["spans"]:
                 t = s["text"].strip()
                 if t and s["bbox"][1] < 0.6 * page.rect.height:
-                    spans.append((round(s["size"], 1), s["bbox"][1], t))
+                    spans.append((round(s["size"], 1), (round(s["bbox"][1]), s["bbox"][0]), t))
     if not spans:
         return None
     sizes = Counter()

@@ -1,0 +1,146 @@
+"""A small glyph classifier trained on rendered characters (no model file, nothing downloaded).
+
+Templates are rendered once per process (about 0.3 s, cached) from the fonts that ship with
+Pillow (Aileron, its built-in default) and, when present, the DejaVu fonts Debian installs
+(``fonts-dejavu-core``: sans, bold, condensed, oblique, serif). Each glyph is rendered at several
+sizes, binarised at several levels (thin/bold strokes), and at a low resolution (aliasing of the
+8-12 px labels found on small figures), then normalised like a candidate (:func:`glyph_vector`).
+
+Classification is nearest-template by cosine similarity, scored per class by the best template.
+Classes are the 52 Latin letters plus digits and symbols that act as "not a label" classes.
+"""
+
+from __future__ import annotations
+
+import functools
+import string
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+GRID = 16  # glyphs are normalised onto a GRID x GRID canvas
+LETTERS = string.ascii_lowercase + string.ascii_uppercase
+REJECT = "0123456789()[]*+-#%&?@/|<>=~$"
+CLASSES = LETTERS + REJECT
+
+_FONT_DIRS = ["/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/dejavu", "/usr/share/fonts/TTF"]
+_FONT_FILES = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSansCondensed-Bold.ttf", "DejaVuSans-Oblique.ttf",
+               "DejaVuSans-BoldOblique.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf"]
+
+
+def _fonts() -> list:
+    """Font factories: Pillow's built-in scalable font first, then the DejaVu files found."""
+    out = [lambda size: ImageFont.load_default(size)]
+    for d in _FONT_DIRS:
+        for name in _FONT_FILES:
+            p = Path(d) / name
+            if p.is_file():
+                out.append(functools.partial(ImageFont.truetype, str(p)))
+        if len(out) > 1:
+            break
+    return out
+
+
+def glyph_vector(mask: np.ndarray) -> np.ndarray:
+    """Binary (or 0..1) glyph crop -> normalised feature vector (GRID*GRID + 2 shape features).
+
+    The glyph is scaled to fit the grid (aspect kept) and centred, area-averaged, lightly blurred,
+    then zero-mean / unit-norm; the aspect ratio and ink density are appended (weighted)."""
+    m = np.asarray(mask, dtype=np.float32)
+    ys, xs = np.nonzero(m > 0.25)
+    if len(ys) == 0:
+        return np.zeros(GRID * GRID + 2, np.float32)
+    m = m[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    h, w = m.shape
+    s = (GRID - 2) / max(h, w)
+    nh, nw = max(1, round(h * s)), max(1, round(w * s))
+    img = Image.fromarray((m * 255).astype(np.uint8)).resize((nw, nh), Image.BILINEAR if s > 1 else Image.BOX)
+    canvas = np.zeros((GRID, GRID), np.float32)
+    oy, ox = (GRID - nh) // 2, (GRID - nw) // 2
+    canvas[oy:oy + nh, ox:ox + nw] = np.asarray(img, np.float32) / 255.0
+    canvas = np.asarray(Image.fromarray((canvas * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.6)),
+                        np.float32) / 255.0
+    v = canvas.ravel() - canvas.mean()
+    v /= np.linalg.norm(v) + 1e-6
+    aspect = np.log(h / w) if w else 0.0
+    density = float(m.mean())
+    return np.concatenate([v, [0.35 * np.tanh(aspect), 0.25 * (density - 0.4)]]).astype(np.float32)
+
+
+def _render(ch: str, font, thr: int) -> np.ndarray | None:
+    size = font.size
+    img = Image.new("L", (size * 3, size * 3), 0)
+    ImageDraw.Draw(img).text((size, size // 2), ch, fill=255, font=font)
+    a = np.asarray(img)
+    if a.max() == 0:
+        return None
+    return (a >= thr).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def templates() -> tuple[np.ndarray, np.ndarray]:
+    """(features [n, d], class index [n]) of the rendered templates (cached per process)."""
+    feats, labels = [], []
+    for make in _fonts():
+        for size, thrs in ((48, (60, 128, 200)), (20, (96, 160)), (11, (80, 150))):
+            try:
+                font = make(size)
+            except OSError:
+                continue
+            for ci, ch in enumerate(CLASSES):
+                for thr in thrs:
+                    g = _render(ch, font, thr)
+                    if g is None:
+                        continue
+                    feats.append(glyph_vector(g))
+                    labels.append(ci)
+    return np.stack(feats), np.asarray(labels)
+
+
+class GlyphClassifier:
+    """Nearest-template classifier over :data:`CLASSES`."""
+
+    def __init__(self):
+        self.feats, self.labels = templates()
+        self.n_classes = len(CLASSES)
+
+    def class_scores(self, vectors: np.ndarray) -> np.ndarray:
+        """[n, n_classes] best cosine similarity per class."""
+        if len(vectors) == 0:
+            return np.zeros((0, self.n_classes), np.float32)
+        sims = np.asarray(vectors, np.float32) @ self.feats.T
+        out = np.full((len(vectors), self.n_classes), -1.0, np.float32)
+        for c in range(self.n_classes):
+            idx = self.labels == c
+            if idx.any():
+                out[:, c] = sims[:, idx].max(axis=1)
+        return out
+
+    def letter_probs(self, vectors: np.ndarray, temperature: float = 25.0) -> np.ndarray:
+        """[n, 26] case-folded letter probabilities (softmax over all classes, letters summed by case;
+        mass on reject classes is dropped, so rows sum to < 1 for non-letters)."""
+        s = self.class_scores(vectors)
+        if len(s) == 0:
+            return np.zeros((0, 26), np.float32)
+        e = np.exp((s - s.max(axis=1, keepdims=True)) * temperature)
+        p = e / e.sum(axis=1, keepdims=True)
+        letters = p[:, :26] + p[:, 26:52]
+        # "I", "l" and "1"/"|" are the same stroke: share their mass between i and l.
+        stroke = p[:, LETTERS.index("I")] + p[:, LETTERS.index("l")] + p[:, CLASSES.index("1")] + p[:, CLASSES.index("|")]
+        letters[:, 8] = np.maximum(letters[:, 8], stroke)
+        letters[:, 11] = np.maximum(letters[:, 11], stroke)
+        return letters
+
+    def upper_probs(self, vectors: np.ndarray, temperature: float = 25.0) -> np.ndarray:
+        """[n] probability mass on upper-case shapes among letters."""
+        s = self.class_scores(vectors)
+        if len(s) == 0:
+            return np.zeros(0, np.float32)
+        e = np.exp((s[:, :52] - s[:, :52].max(axis=1, keepdims=True)) * temperature)
+        return e[:, 26:52].sum(axis=1) / e.sum(axis=1)
+
+
+@functools.lru_cache(maxsize=1)
+def classifier() -> GlyphClassifier:
+    return GlyphClassifier()
