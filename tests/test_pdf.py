@@ -193,7 +193,7 @@ def test_corrupt_pdf_is_unreadable(tmp_path, content):
     bad.write_bytes(content)
     figs, skips = extract_pdf_figures(bad)
     assert figs == [] and [r for r, _ in skips] == ["unreadable-pdf"]
-    assert pdf_metadata(bad) == {"title": None, "doi": None}
+    assert pdf_metadata(bad) == {"title": None, "doi": None, "licence": None}
 
 
 def test_missing_and_encrypted_pdf_are_unreadable(tmp_path):
