@@ -11,15 +11,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile
 
+from .tables import SkipError
+
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never half an image
 
 
-class ImageSkip(ValueError):
-    """The image cannot be used; ``reason`` is a skip code of ``tables.SKIP_REASONS``."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason = reason
+class ImageSkip(SkipError):
+    """The image cannot be used (unreadable, or a decompression bomb)."""
 
 
 @dataclass

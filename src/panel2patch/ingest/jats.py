@@ -13,17 +13,14 @@ from pathlib import Path
 from lxml import etree
 
 from ..text.refs import cited_panels, normalise_figure_id
+from .tables import SkipError
 
 XLINK = "{http://www.w3.org/1999/xlink}href"
 ALI_LICENCE = "{http://www.niso.org/schemas/ali/1.0/}license_ref"
 
 
-class JatsError(ValueError):
-    """The file is not a readable JATS article; ``reason`` is a skip code of ``tables.SKIP_REASONS``."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(detail)
-        self.reason = reason
+class JatsError(SkipError):
+    """The file is not a readable JATS article (malformed XML, or not an ``<article>``)."""
 
 
 @dataclass

@@ -66,6 +66,18 @@ SKIP_REASONS = {
     "error": "an unexpected error (see detail)",
 }
 
+
+
+class SkipError(ValueError):
+    """An article or figure that cannot be ingested; ``reason`` is a key of ``SKIP_REASONS``."""
+
+    def __init__(self, reason: str, detail: str):
+        if reason not in SKIP_REASONS:
+            raise ValueError(f"unknown skip reason {reason!r}")
+        super().__init__(detail)
+        self.reason = reason
+
+
 INLINE_REF = pa.struct([("sentence", pa.string()), ("panels", pa.list_(pa.string()))])
 
 FIGURES = pa.schema(
