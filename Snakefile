@@ -15,6 +15,9 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/text.smk"
+include: "workflow/rules/layout.smk"
+include: "workflow/rules/detector.smk"
+include: "workflow/rules/align.smk"
 
 
 rule all:

@@ -30,3 +30,11 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def sample() -> Path:
     return SAMPLE
+
+
+@pytest.fixture(autouse=True)
+def _clean_tracking_env(monkeypatch):
+    """Each test starts without a tracking URI or parent run in the environment (mlflow's own
+    set_tracking_uri exports MLFLOW_TRACKING_URI, and start_workflow_run exports the parent)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("P2P_MLFLOW_PARENT", raising=False)

@@ -157,3 +157,31 @@ def test_align_patches_empty():
     rows = align_patches([{"index": 0, "panel_label": None, "type": "arrow", "colour": None}], [])
     assert rows == [{"patch_index": 0, "marker_index": None, "phrase": None, "score": 0.0, "paired": False,
                      "reason": "no marker phrase in the caption"}]
+
+
+def test_align_stage_tables(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from panel2patch.align.stage import PANEL_TEXT, run_align_shard
+    from panel2patch.ingest.tables import write_table
+    from panel2patch.text.stage import SUBCAPTIONS, caption_rows
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("P2P_MLFLOW_PARENT", raising=False)
+    refs = [{"sentence": "Cells grow (Fig. 1B).", "panels": ["B"]}]
+    subs, _ = caption_rows("f1", "Title. (A) Control. (B) Treated. (C) Merge.", refs)
+    subs2, _ = caption_rows("f2", "A single micrograph.", [])
+    write_table(subs + subs2, SUBCAPTIONS, tmp_path / "subcaptions.parquet")
+    panels = pd.DataFrame({"figure_id": ["f1", "f1", "f2"], "panel_index": [0, 1, 0], "label": ["a", "B", None]})
+    panels.to_parquet(tmp_path / "panels.parquet")
+    stats = run_align_shard(tmp_path / "panels.parquet", tmp_path / "subcaptions.parquet", tmp_path / "pt.parquet",
+                            "manual", tmp_path / "results")
+    out = pd.read_parquet(tmp_path / "pt.parquet")
+    assert list(out.columns) == PANEL_TEXT.names
+    f1 = out[out.figure_id == "f1"]
+    assert f1[["key", "method"]].values.tolist() == [["A", "letter"], ["B", "letter"], ["C", "none"]]
+    assert f1.panel_index.tolist()[:2] == [0, 1] and pd.isna(f1.panel_index.iloc[2])
+    assert f1.iloc[1].text == "Title. Treated." and list(f1.iloc[1].inline_refs) == ["Cells grow (Fig. 1B)."]
+    f2 = out[out.figure_id == "f2"].iloc[0]
+    assert (f2.method, f2.text) == ("order", "A single micrograph.")
+    assert stats["panels"] == 3 and stats["unmatched_subcaptions"] == 1

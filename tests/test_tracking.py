@@ -64,3 +64,12 @@ def test_tracking_uri_precedence(results, monkeypatch):
     assert tracking.tracking_uri(results, "http://mlflow.example:5000") == "http://mlflow.example:5000"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////tmp/elsewhere.db")
     assert tracking.tracking_uri(results, "http://mlflow.example:5000") == "sqlite:////tmp/elsewhere.db"
+
+
+def test_a_store_used_earlier_in_the_process_does_not_capture_later_runs(tmp_path):
+    first, second = tmp_path / "r1", tmp_path / "r2"
+    with tracking.stage_run("ingest", "one", {}, first):
+        pass
+    with tracking.stage_run("ingest", "two", {}, second):
+        pass
+    assert set(runs(first)) == {"ingest:one"} and set(runs(second)) == {"ingest:two"}

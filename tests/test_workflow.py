@@ -57,12 +57,17 @@ def test_demo_ingests_every_figure(demo):
     assert summary["figures_by_source"]["jats"] == 7 and summary["figures_by_source"]["pdf"] == 15
     assert summary["skip_reasons"] == {"no-figures": 1}
     for shard in ("shard-00000", "shard-00001"):
-        for stage in ("ingest", "text"):
+        for stage in ("ingest", "text", "layout", "align"):
             assert (demo / f"results/logs/{stage}/{shard}.log").stat().st_size > 0
             assert (demo / f"results/benchmarks/{stage}/{shard}.tsv").exists()
     subs = pd.read_parquet(demo / "results/shard-00000/text/subcaptions.parquet").set_index(["figure_id", "key"])
     assert subs.loc[("elife-32671__fig1", "A"), "full_text"].startswith("Two-photon imaging and photostimulation")
     assert {k for f, k in subs.index if f == "elife-32671__fig1"} == {"_shared", *"ABCDEFG"}
+    # panels of the real figure get their subcaption through their printed letter
+    pairs = pd.read_parquet(demo / "results/shard-00000/align/panel_text.parquet")
+    fig1 = pairs[pairs.figure_id == "elife-32671__fig1"]
+    by_letter = fig1[fig1.method == "letter"].set_index("key")
+    assert len(by_letter) >= 6 and by_letter.loc["A", "text"] == subs.loc[("elife-32671__fig1", "A"), "full_text"]
 
 
 def test_mlflow_lineage(demo):
@@ -75,8 +80,8 @@ def test_mlflow_lineage(demo):
     assert parent.data.params["shard_size"] == "4" and parent.data.params["ingest.pdf_dpi"] == "150"
     assert [d.dataset.name for d in parent.inputs.dataset_inputs] == ["input-units"]
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
-    assert set(children) == {"ingest:shard-00000", "ingest:shard-00001", "ingest_summary:all",
-                             "text:shard-00000", "text:shard-00001"}
+    assert set(children) == {f"{stage}:{shard}" for stage in ("ingest", "text", "layout", "align")
+                             for shard in ("shard-00000", "shard-00001")} | {"ingest_summary:all"}
     for shard in ("shard-00000", "shard-00001"):
         run = children[f"ingest:{shard}"]
         assert run.info.status == "FINISHED"

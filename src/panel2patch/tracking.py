@@ -38,9 +38,19 @@ PARENT_FILE = "mlflow/parent_run.json"
 PARENT_ENV = "P2P_MLFLOW_PARENT"
 
 
+_uri_set_here: str | None = None  # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI
+
+
+def _use_uri(uri: str) -> None:
+    global _uri_set_here
+    mlflow.set_tracking_uri(uri)
+    _uri_set_here = os.environ.get("MLFLOW_TRACKING_URI")
+
+
 def tracking_uri(results_dir: str | Path, configured: str | None = None) -> str:
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env and env != _uri_set_here:  # the user's, not the one an earlier call here exported
+        return env
     if configured:
         return configured
     db = Path(results_dir).resolve() / "mlflow" / "mlflow.db"
@@ -49,7 +59,7 @@ def tracking_uri(results_dir: str | Path, configured: str | None = None) -> str:
 
 
 def _experiment_id(results_dir: Path, uri: str, name: str) -> str:
-    mlflow.set_tracking_uri(uri)
+    _use_uri(uri)
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
@@ -190,9 +200,10 @@ def stage_run(stage: str, name: str, params: dict, results_dir: str | Path, trac
         parent = json.loads(parent_file.read_text()) if parent_file.exists() else None
     if parent and MlflowClient(parent["tracking_uri"]).get_run(parent["run_id"]).info.status != "RUNNING":
         parent = None  # left over from a finished invocation: this job was started by hand
-    if parent and not os.environ.get("MLFLOW_TRACKING_URI"):
+    user_uri = os.environ.get("MLFLOW_TRACKING_URI") not in (None, "", _uri_set_here)
+    if parent and not user_uri:
         uri, exp = parent["tracking_uri"], parent["experiment_id"]
-        mlflow.set_tracking_uri(uri)
+        _use_uri(uri)
     else:
         uri = tracking_uri(results_dir, tracking_cfg.get("uri"))
         exp = _experiment_id(results_dir, uri, tracking_cfg.get("experiment", DEFAULT_EXPERIMENT))

@@ -34,8 +34,9 @@ def units_manifest():
 
 
 def get_final_output():
-    return [f"{RESULTS}/ingest/summary.json"] + expand(
-        f"{RESULTS}/{{shard}}/text/subcaptions.parquet", shard=SHARDS
+    return (
+        [f"{RESULTS}/ingest/summary.json"]
+        + expand(f"{RESULTS}/{{shard}}/align/panel_text.parquet", shard=SHARDS)
     )
 
 

@@ -1,0 +1,217 @@
+"""Evaluate the layout stage (panel boxes, panel letters, panel kinds) on real figures.
+
+    PYTHONPATH=src python benchmarks/layout_eval.py [--data DIR] [--reader glyph|tesseract]
+                                                    [--set dev|exsclaim|all] [--json OUT] [-v]
+
+Data: ``$P2P_SHARED_DATA`` or ``<repo>/../shared/data``:
+
+* ``panels-gt/hand-labelled-dev/`` (hand-checked ground truth). Following its README, a panel is the
+  unit a printed letter refers to: the reference box is ``bbox`` (tight content, the letter
+  excluded when it stands outside); figures without letters are annotated at leaf level.
+* ``panels-gt/exsclaim-naturecomms/``: ``nature_closed_expected.json`` is **another pipeline's
+  output (EXSCLAIM), not certified ground truth**; reported separately. Reference boxes are the
+  ``master_images`` geometries, letters their ``subfigure_label`` text.
+
+Scores:
+
+* panels: predictions matched one-to-one to references at IoU >= 0.5, greedily by IoU (highest
+  first); precision, recall, F1 over all panels of the set (micro average).
+* letters: over matched pairs whose reference has a letter, the predicted letter equals it
+  case-insensitively (README convention: ``label`` is the printed text without brackets);
+  ``letter_acc_all`` also counts matched unlettered references, right when the prediction has no
+  letter either.
+* kinds: over matched pairs with a hand label in ``tests/data/panel_kinds.json``
+  (``{"<figure id>": ["image", "chart", ...]}`` in the annotation's panel order).
+* ``--leaf``: also scores against leaf GT (``subpanels`` where present, else the panel box).
+
+A figure is listed as a failure when any of its panels is unmatched or has a wrong letter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "src") not in sys.path:
+    sys.path.insert(0, str(REPO / "src"))
+
+from panel2patch.layout.parse import parse_figure  # noqa: E402
+
+KINDS_FILE = REPO / "tests" / "data" / "panel_kinds.json"
+
+
+def default_data_dir() -> Path:
+    env = os.environ.get("P2P_SHARED_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+def iou(a, b) -> float:
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    if inter == 0:
+        return 0.0
+    ua = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / ua
+
+
+def match(pred: list, gold: list, thr: float = 0.5) -> list[tuple[int, int, float]]:
+    """Greedy one-to-one matching by IoU (highest first), pairs with IoU >= thr."""
+    pairs = sorted(((iou(p, g), i, j) for i, p in enumerate(pred) for j, g in enumerate(gold)), reverse=True)
+    used_p, used_g, out = set(), set(), []
+    for v, i, j in pairs:
+        if v < thr:
+            break
+        if i in used_p or j in used_g:
+            continue
+        used_p.add(i)
+        used_g.add(j)
+        out.append((i, j, v))
+    return out
+
+
+def load_dev(data: Path) -> list[dict]:
+    root = data / "panels-gt" / "hand-labelled-dev"
+    kinds = json.loads(KINDS_FILE.read_text()) if KINDS_FILE.exists() else {}
+    out = []
+    for r in json.loads((root / "annotations.json").read_text()):
+        k = kinds.get(r["id"])
+        panels = [{"bbox": p["bbox"], "label": p["label"], "kind": (k[i] if k and i < len(k) else None),
+                   "leaves": p.get("subpanels") or [p["bbox"]]} for i, p in enumerate(r["panels"])]
+        out.append({"id": r["id"], "image": root / "images" / f"{r['id']}.png", "panels": panels,
+                    "uncertain": bool(r.get("uncertain"))})
+    return out
+
+
+def load_exsclaim(data: Path) -> list[dict]:
+    root = data / "panels-gt" / "exsclaim-naturecomms"
+    d = json.loads((root / "nature_closed_expected.json").read_text())
+    out = []
+    for name, fig in sorted(d.items()):
+        panels = []
+        for m in fig.get("master_images", []):
+            xs = [p["x"] for p in m["geometry"]]
+            ys = [p["y"] for p in m["geometry"]]
+            lab = (m.get("subfigure_label") or {}).get("text")
+            box = [min(xs), min(ys), max(xs) + 1, max(ys) + 1]
+            panels.append({"bbox": box, "label": lab, "kind": None, "leaves": [box]})
+        out.append({"id": name, "image": root / "images" / name, "panels": panels, "uncertain": False})
+    return out
+
+
+def evaluate(figs: list[dict], reader: str, leaf: bool = False, verbose: bool = False) -> dict:
+    tp = n_pred = n_gold = 0
+    let_ok = let_n = let_all_ok = let_all_n = 0
+    kind_ok = kind_n = 0
+    leaf_tp = leaf_pred = leaf_gold = 0
+    failures = []
+    per_fig = []
+    t0 = time.perf_counter()
+    for f in figs:
+        try:
+            res = parse_figure(f["image"], reader=reader)
+        except Exception as exc:  # an evaluation must report, not stop
+            failures.append({"id": f["id"], "error": f"{type(exc).__name__}: {exc}"})
+            n_gold += len(f["panels"])
+            continue
+        pred = res["panels"]
+        gold = f["panels"]
+        pairs = match([p["bbox"] for p in pred], [g["bbox"] for g in gold])
+        tp += len(pairs)
+        n_pred += len(pred)
+        n_gold += len(gold)
+        problems = []
+        for i, j, v in pairs:
+            gl, pl = gold[j]["label"], pred[i]["label"]
+            same = (gl or "").lower() == (pl or "").lower()
+            let_all_n += 1
+            let_all_ok += same
+            if gl:
+                let_n += 1
+                let_ok += same
+                if not same:
+                    problems.append(f"letter {gl!r} read as {pl!r}")
+            if gold[j]["kind"]:
+                kind_n += 1
+                kind_ok += gold[j]["kind"] == pred[i]["kind"]
+                if gold[j]["kind"] != pred[i]["kind"] and verbose:
+                    problems.append(f"kind {gold[j]['label'] or j}: {gold[j]['kind']} -> {pred[i]['kind']}")
+        mg = {j for _, j, _ in pairs}
+        mp = {i for i, _, _ in pairs}
+        for j, g in enumerate(gold):
+            if j not in mg:
+                best = max((iou(p["bbox"], g["bbox"]) for p in pred), default=0.0)
+                problems.append(f"missed {g['label'] or '-'} {g['bbox']} (best IoU {best:.2f})")
+        for i, p in enumerate(pred):
+            if i not in mp:
+                problems.append(f"extra {p['label'] or '-'} {p['bbox']}")
+        if leaf:
+            lg = [b for g in gold for b in g["leaves"]]
+            lp = match([p["bbox"] for p in pred], lg)
+            leaf_tp += len(lp)
+            leaf_pred += len(pred)
+            leaf_gold += len(lg)
+        per_fig.append({"id": f["id"], "gold": len(gold), "pred": len(pred), "matched": len(pairs),
+                        "method": res["method"], "labels": [p["label"] for p in pred]})
+        if problems:
+            failures.append({"id": f["id"], "method": res["method"], "problems": problems})
+    secs = time.perf_counter() - t0
+    p = tp / n_pred if n_pred else 0.0
+    r = tp / n_gold if n_gold else 0.0
+    out = {
+        "figures": len(figs), "gold_panels": n_gold, "pred_panels": n_pred, "matched": tp,
+        "precision": round(p, 4), "recall": round(r, 4), "f1": round(2 * p * r / (p + r), 4) if p + r else 0.0,
+        "letter_acc": round(let_ok / let_n, 4) if let_n else None, "letter_n": let_n,
+        "letter_acc_all": round(let_all_ok / let_all_n, 4) if let_all_n else None,
+        "kind_acc": round(kind_ok / kind_n, 4) if kind_n else None, "kind_n": kind_n,
+        "figures_all_right": len(figs) - len(failures),
+        "seconds": round(secs, 2), "reader": reader,
+        "failures": failures, "per_figure": per_fig,
+    }
+    if leaf:
+        lp_, lr_ = (leaf_tp / leaf_pred if leaf_pred else 0.0), (leaf_tp / leaf_gold if leaf_gold else 0.0)
+        out["leaf"] = {"precision": round(lp_, 4), "recall": round(lr_, 4),
+                       "f1": round(2 * lp_ * lr_ / (lp_ + lr_), 4) if lp_ + lr_ else 0.0, "gold": leaf_gold}
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=default_data_dir())
+    ap.add_argument("--reader", default="glyph", choices=["glyph", "tesseract"])
+    ap.add_argument("--set", default="all", choices=["dev", "exsclaim", "all"])
+    ap.add_argument("--leaf", action="store_true", help="also score against leaf-level GT")
+    ap.add_argument("--json", type=Path, help="write the full report here")
+    ap.add_argument("-v", "--verbose", action="store_true", help="list kind errors too")
+    args = ap.parse_args(argv)
+    report = {}
+    sets = ["dev", "exsclaim"] if args.set == "all" else [args.set]
+    for name in sets:
+        figs = load_dev(args.data) if name == "dev" else load_exsclaim(args.data)
+        rep = evaluate(figs, args.reader, leaf=args.leaf, verbose=args.verbose)
+        report[name] = rep
+        note = "" if name == "dev" else "  (reference = EXSCLAIM's output, not certified GT)"
+        print(f"== {name}{note}: {rep['figures']} figures, {rep['gold_panels']} panels, reader={args.reader}")
+        print(f"   panels  P={rep['precision']:.3f} R={rep['recall']:.3f} F1={rep['f1']:.3f} "
+              f"(matched {rep['matched']}, predicted {rep['pred_panels']})")
+        print(f"   letters acc={rep['letter_acc']} over {rep['letter_n']} lettered matches; "
+              f"incl. unlettered {rep['letter_acc_all']}")
+        if rep["kind_n"]:
+            print(f"   kinds   acc={rep['kind_acc']} over {rep['kind_n']} matched panels with a hand label")
+        if "leaf" in rep:
+            print(f"   leaf-level  P={rep['leaf']['precision']} R={rep['leaf']['recall']} F1={rep['leaf']['f1']}")
+        print(f"   figures fully right {rep['figures_all_right']}/{rep['figures']}; {rep['seconds']} s")
+        for f in rep["failures"]:
+            print(f"   FAIL {f['id']} [{f.get('method', '')}]: " + "; ".join(f.get("problems", [f.get("error", "")])))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

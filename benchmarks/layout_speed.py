@@ -1,0 +1,100 @@
+"""Speed of the layout stage next to plain image decoding, on one core.
+
+    PYTHONPATH=src python benchmarks/layout_speed.py [--data DIR] [--images GLOB ...]
+                                                      [--reader glyph|tesseract] [--reps 3]
+
+Images: the hand-labelled development figures and the EXSCLAIM figures under
+``$P2P_SHARED_DATA`` / ``<repo>/../shared/data`` (or ``--images``). The process pins itself to one
+CPU (``os.sched_setaffinity``, like ``taskset -c 0``) and sets ``OMP_THREAD_LIMIT`` /
+``OMP_NUM_THREADS`` / OpenCV threads to 1 (tesseract inherits them).
+
+Per image: ``decode`` = ``Image.open(p)``, ``load()``, ``convert("RGB")`` (the best of ``--reps``);
+``layout`` = ``parse_figure(p)`` from the path (decoding included; the best of ``--reps``). The
+glyph templates are built once before timing (about 1 s per process, not per figure). Printed:
+both medians over images, the ratio of the medians, and the median of per-image ratios.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _v in ("OMP_THREAD_LIMIT", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_v] = "1"
+
+import argparse  # noqa: E402
+import glob  # noqa: E402
+import json  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO / "src") not in sys.path:
+    sys.path.insert(0, str(REPO / "src"))
+
+import cv2  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from panel2patch.layout.glyphs import templates  # noqa: E402
+from panel2patch.layout.parse import parse_figure  # noqa: E402
+
+
+def default_images(data: Path) -> list[str]:
+    root = data / "panels-gt"
+    return sorted(glob.glob(str(root / "hand-labelled-dev" / "images" / "*.png"))) + \
+        sorted(glob.glob(str(root / "exsclaim-naturecomms" / "images" / "*.jpg")))
+
+
+def best(fn, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times) * 1000.0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    env = os.environ.get("P2P_SHARED_DATA")
+    ap.add_argument("--data", type=Path, default=Path(env) if env else REPO.parent / "shared" / "data")
+    ap.add_argument("--images", nargs="*", help="image files or globs (default: the shared dev + EXSCLAIM figures)")
+    ap.add_argument("--reader", default="glyph", choices=["glyph", "tesseract"])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
+    cv2.setNumThreads(1)
+    paths = [p for g in args.images for p in sorted(glob.glob(g))] if args.images else default_images(args.data)
+    if not paths:
+        print("no images found", file=sys.stderr)
+        return 1
+    t = time.perf_counter()
+    templates()
+    build = time.perf_counter() - t
+    rows = []
+    for p in paths:
+        dec = best(lambda: Image.open(p).convert("RGB"), args.reps)
+        lay = best(lambda: parse_figure(p, reader=args.reader), args.reps)
+        with Image.open(p) as im:
+            size = im.size
+        rows.append({"image": os.path.basename(p), "size": size, "decode_ms": round(dec, 2),
+                     "layout_ms": round(lay, 2), "ratio": round(lay / dec, 2)})
+        print(f"{rows[-1]['image'][:36]:36s} {size[0]:5d}x{size[1]:<5d} decode {dec:7.1f} ms  "
+              f"layout {lay:7.1f} ms  x{lay / dec:5.1f}")
+    md = statistics.median(r["decode_ms"] for r in rows)
+    ml = statistics.median(r["layout_ms"] for r in rows)
+    mr = statistics.median(r["ratio"] for r in rows)
+    print(f"\n{len(rows)} images, reader={args.reader}, one core; glyph templates built once in {build:.2f} s")
+    print(f"median decode {md:.1f} ms, median layout {ml:.1f} ms, ratio of medians {ml / md:.1f}x, "
+          f"median per-image ratio {mr:.1f}x (target <= 5x)")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "median_decode_ms": md, "median_layout_ms": ml,
+                                         "ratio_of_medians": ml / md, "median_ratio": mr}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

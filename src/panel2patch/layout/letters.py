@@ -1,0 +1,570 @@
+"""Panel letters: find printed labels ("A", "b", "(c)", "d."), read them, pick the figure's set.
+
+1. Candidates (:func:`find_candidates`): connected components of dark ink on a light ground and of
+   light ink on a dark ground (letters printed on micrographs or CT slices: brighter than the
+   local mean), of glyph size relative to the figure and its text height, not part of a word (no
+   glyph-sized neighbour on the same line within 0.3 glyph heights) nor of rotated text (none
+   directly above / below), on a ground of the opposite polarity, with a dot above merged ("i",
+   "j") and brackets / a trailing period beside them taken into the label box. A vectorised
+   pre-filter (integral images) removes most word glyphs first; coloured glyphs (legend entries)
+   count less.
+2. Reading: the rendered-glyph classifier (:mod:`.glyphs`, default) or tesseract
+   (``reader="tesseract"``: every candidate pasted on one sheet, ONE ``tesseract --psm 6`` call
+   per figure, its TSV rows mapped back to the sheet cells). Each candidate gets a capital and a
+   small-letter reading (a bar reads "I" as a capital, "l" as a small letter).
+3. Selection (:func:`candidate_runs`): runs a, b, c ... grown from each "a" candidate, under a
+   capitals and a small-letters hypothesis (glyph heights compared in x-height units), with
+   bonuses for labels aligned in rows / columns and for the reading order; missing letters are
+   filled by position; runs are scored by certainty minus size inconsistency.
+   ``parse._split_with_letters`` then checks each run against the layout (every letter must sit
+   at the top-left of a plausible panel) and drops stray glyphs.
+
+Coordinates here are those of the :class:`~.split.Canvas` (working scale).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import string
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from .glyphs import classifier, glyph_vector
+from .split import Box, Canvas
+
+LOWER = string.ascii_lowercase
+KERNEL3 = np.ones((3, 3), np.uint8)
+
+
+@dataclass
+class Candidate:
+    box: Box  # the glyph (working coordinates)
+    label_box: Box  # glyph + brackets / period
+    mask: np.ndarray = field(repr=False)  # glyph ink inside ``box``
+    polarity: str  # "dark" (dark ink on light ground) | "light"
+    height: int
+    probs: np.ndarray | None = field(default=None, repr=False)  # [26] letter probabilities, either case
+    p_upper: np.ndarray | None = field(default=None, repr=False)  # [26] reading as a capital
+    p_lower: np.ndarray | None = field(default=None, repr=False)  # [26] reading as a small letter
+    upper: float = 0.5  # probability the glyph is an upper-case shape
+    isolation: float = 1.0
+
+
+@dataclass
+class Label:
+    text: str  # "A", "b"
+    box: Box  # label box incl. brackets (working coordinates)
+    glyph_box: Box
+    score: float
+    index: int  # position in the alphabet (0 = a)
+    cand: int = -1  # index of the candidate it was read from
+
+
+# ----------------------------------------------------------------------------------------------
+# Candidates
+
+
+def _components(mask: np.ndarray):
+    n, lab, st, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
+    return n, lab, st
+
+
+def _boxsum(S: np.ndarray, x1, y1, x2, y2) -> np.ndarray:
+    """Sums of a 2-d array over boxes, from its integral image ``S`` (vectorised, clipped)."""
+    H, W = S.shape[0] - 1, S.shape[1] - 1
+    x1, x2 = np.clip(x1, 0, W), np.clip(x2, 0, W)
+    y1, y2 = np.clip(y1, 0, H), np.clip(y2, 0, H)
+    x2, y2 = np.maximum(x1, x2), np.maximum(y1, y2)
+    return S[y2, x2] - S[y1, x2] - S[y2, x1] + S[y1, x1]
+
+
+def _prefilter(gray: np.ndarray, m: np.ndarray, lab: np.ndarray, st: np.ndarray, idx: np.ndarray,
+               hmin: int, hmax: int, polarity: str) -> np.ndarray:
+    """Fast, conservative pre-filter over many glyphs at once (integral images): drop glyphs with
+    a glyph-sized neighbour right beside them on their line (inside words), with much ink of
+    their polarity around them, or standing on the wrong ground. The full tests in
+    :func:`find_candidates` decide for the rest."""
+    x, y, w, h = st[1:, 0], st[1:, 1], st[1:, 2], st[1:, 3]
+    small = np.zeros(len(st), bool)
+    small[1:] = (h <= 1.6 * hmax) & (w <= 3 * hmax) & ~((h >= 0.8 * hmin) & (w <= 0.45 * h))  # not brackets
+    Ss = cv2.integral(small[lab].view(np.uint8))
+    Sm = cv2.integral(m.view(np.uint8))
+    ground = (gray >= 150) if polarity == "dark" else (gray <= 110)
+    Sg = cv2.integral(ground.view(np.uint8))
+    gx1, gy1, gw, gh = x[idx], y[idx], w[idx], h[idx]
+    gx2, gy2 = gx1 + gw, gy1 + gh
+    band = np.maximum(1, np.round(0.25 * gh)).astype(np.int64)
+    r1, r2 = gy1 + gh // 4, gy2 - gh // 4
+    right = _boxsum(Ss, gx2 + 1, r1, gx2 + 1 + band, r2)
+    left = _boxsum(Ss, gx1 - 1 - band, r1, gx1 - 1, r2)
+    pad = np.maximum(2, (0.3 * gh).astype(np.int64))
+    ex1, ey1, ex2, ey2 = gx1 - pad, gy1 - pad, gx2 + pad, gy2 + pad
+    H, W = gray.shape
+    ring_area = (np.clip(ex2, 0, W) - np.clip(ex1, 0, W)) * (np.clip(ey2, 0, H) - np.clip(ey1, 0, H)) - gw * gh
+    ring_area = np.maximum(ring_area, 1)
+    ring_ink = (_boxsum(Sm, ex1, ey1, ex2, ey2) - _boxsum(Sm, gx1, gy1, gx2, gy2)) / ring_area
+    ring_ground = (_boxsum(Sg, ex1, ey1, ex2, ey2) - _boxsum(Sg, gx1, gy1, gx2, gy2)) / ring_area
+    keep = (right == 0) & (left == 0) & (ring_ink <= 0.3) & (ring_ground >= 0.45)
+    return idx[keep]
+
+
+def find_candidates(canvas: Canvas, max_candidates: int = 100) -> list[Candidate]:
+    """Label candidates of a figure (see the module docstring); at most ``max_candidates`` glyphs
+    per ink polarity are examined in detail, the tallest first."""
+    gray = canvas.gray
+    H, W = gray.shape
+    hmin = max(6, int(round(0.6 * canvas.text_h)))
+    hmax = max(24, int(0.12 * min(H, W)))
+    out: list[Candidate] = []
+    masks = []
+    # Dark ink: much darker than the paper (works on white and on light colour grounds).
+    masks.append(("dark", gray < 140))
+    # Light ink on dark ground (micrographs, radiology, dark mosaics): brighter than the local
+    # mean (small glyphs are anti-aliased, a fixed threshold breaks their strokes).
+    # Skipped when the figure has (almost) no dark ground to print on.
+    if np.count_nonzero(gray[::4, ::4] < 100) >= 0.005 * gray[::4, ::4].size:
+        block = max(11, int(0.05 * min(H, W)) | 1)
+        local = cv2.blur(gray, (block, block))
+        masks.append(("light", (cv2.subtract(gray, local) > 40) & (gray > 110)))
+    for polarity, m in masks:
+        n, lab, st = _components(m)
+        if n <= 1:
+            continue
+        x, y, w, h, a = st[1:, 0], st[1:, 1], st[1:, 2], st[1:, 3], st[1:, 4]
+        # Dots of i/j: small blobs; merge into the glyph below them later.
+        # (A bar narrower than a tenth of its height is a line or a tick, not an "I" or "l".)
+        glyph = (h >= hmin) & (h <= hmax) & (w <= 1.6 * h) & (w >= np.maximum(2, 0.1 * h)) & (a >= 0.1 * w * h)
+        idx = np.flatnonzero(glyph)
+        if len(idx) == 0:
+            continue
+        idx = _prefilter(gray, m, lab, st, idx, hmin, hmax, polarity)
+        if len(idx) == 0:
+            continue
+        if len(idx) > max_candidates:  # keep the tallest glyphs (labels are rarely smaller than text)
+            idx = idx[np.argsort(-h[idx], kind="stable")[:max_candidates]]
+        # Context for isolation tests: the components of this mask, sorted by top edge so each
+        # glyph only looks at its neighbourhood.
+        order = np.argsort(y, kind="stable")
+        ys_sorted = y[order]
+        for i in idx:
+            gx1, gy1, gx2, gy2 = int(x[i]), int(y[i]), int(x[i] + w[i]), int(y[i] + h[i])
+            gh = gy2 - gy1
+            lo, hi = np.searchsorted(ys_sorted, [gy1 - 2 * gh, gy2 + gh])
+            ctx = order[lo:hi]
+            ctx = ctx[(ctx != i) & (x[ctx] < gx2 + 2 * gh) & (x[ctx] + w[ctx] > gx1 - 2 * gh)]
+            cx1, cy1, cw, ch = x[ctx], y[ctx], w[ctx], h[ctx]
+            cx2, cy2 = cx1 + cw, cy1 + ch
+            # i/j dot: a small component just above, overlapping horizontally.
+            dot = (cx1 < gx2) & (cx2 > gx1) & (cy2 <= gy1 + 1) & (cy2 >= gy1 - 0.5 * gh) & \
+                  (cw <= 0.8 * gh) & (ch <= 0.5 * gh)
+            dot_ids = ctx[dot]
+            if len(dot_ids):
+                j = dot_ids[0]
+                gx1, gy1 = min(gx1, int(x[j])), min(gy1, int(y[j]))
+                gx2 = max(gx2, int(x[j] + w[j]))
+                gh = gy2 - gy1
+                keep_ctx = ~dot
+                ctx, cx1, cy1, cw, ch, cx2, cy2 = (v[keep_ctx] for v in (ctx, cx1, cy1, cw, ch, cx2, cy2))
+            # Same-line neighbours (vertical overlap > 40 % of the glyph).
+            ov = np.minimum(cy2, gy2) - np.maximum(cy1, gy1)
+            same_line = ov > 0.4 * gh
+            gap_r = cx1 - gx2
+            gap_l = gx1 - cx2
+            # Brackets and a period beside the glyph belong to the label.
+            bracket = same_line & (ch >= 0.8 * gh) & (ch <= 1.6 * gh) & (cw <= 0.45 * gh) & \
+                (((gap_r >= -1) & (gap_r <= 0.35 * gh)) | ((gap_l >= -1) & (gap_l <= 0.35 * gh)))
+            period = same_line & (ch <= 0.3 * gh) & (cw <= 0.3 * gh) & (gap_r >= -1) & (gap_r <= 0.3 * gh) & \
+                (cy2 >= gy2 - 0.25 * gh)
+            extra = bracket | period
+            lx1, ly1, lx2, ly2 = gx1, gy1, gx2, gy2
+            if extra.any():
+                lx1 = min(lx1, int(cx1[extra].min()))
+                ly1 = min(ly1, int(cy1[extra].min()))
+                lx2 = max(lx2, int(cx2[extra].max()))
+                ly2 = max(ly2, int(cy2[extra].max()))
+            # Part of a word: a glyph-sized neighbour on the same line, closer than a word space,
+            # or (rotated text) directly above / below.
+            glyphlike = (ch <= 1.6 * gh) & (cw <= 3 * gh) & (cw * ch >= 3)
+            others = same_line & ~extra & glyphlike
+            near = others & (((cx1 >= lx2 - 1) & (cx1 - lx2 < 0.3 * gh)) | ((cx2 <= lx1 + 1) & (lx1 - cx2 < 0.3 * gh)) |
+                             ((cx1 < lx2) & (cx2 > lx1)))
+            if near.any():
+                continue
+            hov = np.minimum(cx2, lx2) - np.maximum(cx1, lx1)
+            column = glyphlike & (hov > 0.4 * (lx2 - lx1)) & (np.maximum(ch, cw) >= 0.4 * gh)
+            vgap = np.where(cy1 >= ly2 - 1, cy1 - ly2, ly1 - cy2)
+            if (column & (vgap < 0.3 * gh)).any() or (column & (vgap < 0.6 * gh)).sum() >= 2:
+                continue
+            word_gap = others & (((cx1 >= lx2 - 1) & (cx1 - lx2 < 0.8 * gh)) | ((cx2 <= lx1 + 1) & (lx1 - cx2 < 0.8 * gh)))
+            # Light glyphs must stand on a dark ground, dark glyphs on a light one.
+            pad = max(2, int(0.3 * gh))
+            rx1, ry1, rx2, ry2 = max(0, lx1 - pad), max(0, ly1 - pad), min(W, lx2 + pad), min(H, ly2 + pad)
+            ring = gray[ry1:ry2, rx1:rx2]
+            n_in = (ly2 - ly1) * (lx2 - lx1)
+            n_ring = ring.size - n_in
+            if n_ring <= 0:
+                continue
+            inner = gray[ly1:ly2, lx1:lx2]
+            ring_mean = (float(ring.sum(dtype=np.int64)) - float(inner.sum(dtype=np.int64))) / n_ring
+            if polarity == "light":
+                if ring_mean > 110:
+                    continue
+                ink_ring = (np.count_nonzero(ring > 170) - np.count_nonzero(inner > 170)) / n_ring
+            else:
+                if ring_mean < 150:
+                    continue
+                ink_ring = (np.count_nonzero(ring < 140) - np.count_nonzero(inner < 140)) / n_ring
+            # Isolation: how much of the ring is ink of the same polarity.
+            if ink_ring > 0.25:
+                continue
+            isolation = (1.0 - ink_ring) * (0.6 if word_gap.any() else 1.0)
+            sub = lab[gy1:gy2, gx1:gx2]
+            comp = sub == (i + 1)
+            if len(dot_ids):
+                comp |= sub == (dot_ids[0] + 1)
+            # Soft ink (anti-aliasing) inside the component's dilated footprint.
+            g = gray[gy1:gy2, gx1:gx2].astype(np.float32)
+            if polarity == "dark":
+                ink = np.clip((ring_mean - g) / max(ring_mean - float(g.min()), 1.0), 0, 1)
+            else:
+                ink = np.clip((g - ring_mean) / max(float(g.max()) - ring_mean, 1.0), 0, 1)
+            ink *= cv2.dilate(comp.view(np.uint8), KERNEL3)
+            # Coloured glyphs are mostly annotations (legend entries, markers); labels are
+            # printed black, or white on pictures.
+            px = canvas.rgb[gy1:gy2, gx1:gx2][comp]
+            if len(px):
+                mx = px.max(axis=1).astype(np.float32)
+                sat = float(np.mean((mx - px.min(axis=1)) / np.maximum(mx, 1.0)))
+                if sat > 0.35:
+                    isolation *= 0.6
+            out.append(Candidate(box=(gx1, gy1, gx2, gy2), label_box=(lx1, ly1, lx2, ly2), mask=ink,
+                                 polarity=polarity, height=gy2 - gy1, isolation=isolation))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+
+
+# Letters whose capital is the same shape as the small letter (once cropped and scaled).
+SAME_SHAPE = "cosuvwxzp"
+
+
+def _case_probs(pl: np.ndarray, letterness: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[n, 52] letter probabilities (a..z, A..Z) -> (upper [n, 26], lower [n, 26]) readings: the
+    capital and the small reading of each letter, a bar counting as "I" (capitals) or "l"."""
+    lower = pl[:, :26].copy()
+    upper = pl[:, 26:].copy()
+    for ch in SAME_SHAPE:
+        k = LOWER.index(ch)
+        upper[:, k] = lower[:, k] = pl[:, k] + pl[:, 26 + k]
+    bar = pl[:, LOWER.index("l")] + pl[:, 26 + LOWER.index("i")]
+    upper[:, LOWER.index("i")] = np.maximum(upper[:, LOWER.index("i")], bar)
+    lower[:, LOWER.index("l")] = np.maximum(lower[:, LOWER.index("l")], bar)
+    return upper * letterness[:, None], lower * letterness[:, None]
+
+
+def read_glyph(cands: list[Candidate]) -> None:
+    """Fill the readings of every candidate with the rendered-glyph classifier."""
+    if not cands:
+        return
+    clf = classifier()
+    vecs = np.stack([glyph_vector(c.mask) for c in cands])
+    scores = clf.class_scores(vecs)
+    t = 25.0
+    e = np.exp((scores - scores.max(axis=1, keepdims=True)) * t)
+    p_all = e / e.sum(axis=1, keepdims=True)
+    # How much a candidate looks like a letter at all (vs digits / symbols), softened.
+    letterness = np.sqrt(p_all[:, :52].sum(axis=1))
+    el = np.exp((scores[:, :52] - scores[:, :52].max(axis=1, keepdims=True)) * t)
+    pl = el / el.sum(axis=1, keepdims=True)
+    up, lo = _case_probs(pl, letterness)
+    for i, c in enumerate(cands):
+        c.p_upper, c.p_lower = up[i], lo[i]
+        c.probs = np.maximum(up[i], lo[i])
+        c.upper = float(pl[i, 26:].sum())
+
+
+def tesseract_available() -> bool:
+    return shutil.which("tesseract") is not None
+
+
+def read_tesseract(cands: list[Candidate], cell: int = 48) -> None:
+    """Read all candidates with ONE tesseract call: glyphs pasted on a sheet, one per line.
+
+    ``probs`` becomes one-hot (times tesseract's confidence) on the letter read, zero when it read
+    no single letter."""
+    if not cands:
+        return
+    if not tesseract_available():
+        raise RuntimeError("tesseract is not installed (apt-get install tesseract-ocr)")
+    margin = cell // 2
+    rows = []
+    for c in cands:
+        m = c.mask
+        h, w = m.shape
+        s = (cell * 0.7) / max(h, 1)
+        g = cv2.resize((255 - m * 255).astype(np.uint8), (max(1, int(round(w * s))), max(1, int(round(h * s)))),
+                       interpolation=cv2.INTER_CUBIC)
+        rows.append(g)
+    width = max(r.shape[1] for r in rows) + 2 * margin
+    sheet = np.full((len(rows) * (cell + margin) + margin, width), 255, np.uint8)
+    for k, g in enumerate(rows):
+        y = margin + k * (cell + margin) + (cell - g.shape[0]) // 2
+        sheet[y:y + g.shape[0], margin:margin + g.shape[1]] = g
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "sheet.png")
+        cv2.imwrite(path, sheet)
+        env = dict(os.environ, OMP_THREAD_LIMIT=os.environ.get("OMP_THREAD_LIMIT", "1"))
+        res = subprocess.run(["tesseract", path, "stdout", "--psm", "6", "-l", "eng", "tsv"],
+                             capture_output=True, text=True, env=env, timeout=120)
+    for c in cands:
+        c.probs = np.zeros(26, np.float32)
+        c.p_upper = np.zeros(26, np.float32)
+        c.p_lower = np.zeros(26, np.float32)
+    for line in res.stdout.splitlines()[1:]:
+        parts = line.split("\t")
+        if len(parts) < 12 or parts[0] != "5":
+            continue
+        text = parts[11].strip().strip("()[].,:;")
+        top, height = int(parts[7]), int(parts[9])
+        k = int((top + height / 2 - margin) // (cell + margin))
+        if not (0 <= k < len(cands)) or len(text) != 1:
+            continue
+        ch = text
+        conf = max(0.0, min(1.0, float(parts[10]) / 100.0))
+        if ch in "|1":
+            ch = "l"
+        if ch.lower() in LOWER:
+            j = LOWER.index(ch.lower())
+            conf = max(0.3, conf)
+            c = cands[k]
+            c.probs[j] = conf
+            if ch.isupper() or ch.lower() in SAME_SHAPE:
+                c.p_upper[j] = conf
+            if ch.islower() or ch.lower() in SAME_SHAPE:
+                c.p_lower[j] = conf
+            if ch == "l":
+                c.p_upper[LOWER.index("i")] = conf
+            c.upper = 1.0 if ch.isupper() else 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Selection
+
+
+def select_labels(cands: list[Candidate], min_prob: float = 0.3, min_letters: int = 2,
+                  size_tol: float = 0.25, exclude: set[int] | frozenset = frozenset(),
+                  max_letters: int = 26) -> list[Label]:
+    """The figure's label set: the best run of :func:`candidate_runs` ([] when there is none)."""
+    runs = candidate_runs(cands, min_prob, min_letters, size_tol, exclude, max_letters, top=1)
+    return runs[0] if runs else []
+
+
+def candidate_runs(cands: list[Candidate], min_prob: float = 0.3, min_letters: int = 2,
+                   size_tol: float = 0.25, exclude: set[int] | frozenset = frozenset(),
+                   max_letters: int = 26, top: int = 4) -> list[list[Label]]:
+    """Runs a, b, c ... of candidates of one size, best first (at most ``top``, all distinct).
+
+    A run starts at an "a" candidate and grows letter by letter: the next letter goes to the
+    candidate reading it best (reading probability x isolation) among those within ``size_tol`` of
+    the run's median glyph height (in x-height units for small letters) and not next to a letter
+    already taken; one letter may be missing inside the run when the one after it is read with
+    confidence. A candidate aligned with a letter already taken (same top edge: a row of panels;
+    same left edge: a column) reads with up to twice its certainty, and the nearest candidate
+    continuing the reading order from the previous letter with 1.3 times. Missing letters are
+    looked for again once the run is complete. ``exclude``: candidate indices not to use;
+    ``max_letters``: runs stop before that letter. A run's score is
+    :func:`_run_score`; runs shorter than ``min_letters`` are dropped."""
+    index = [i for i, c in enumerate(cands) if c.probs is not None and i not in exclude]
+    cands = [cands[i] for i in index]
+    if len(cands) < min_letters:
+        return []
+    iso = np.array([c.isolation for c in cands])[:, None]
+    readings = {"upper": np.stack([c.p_upper for c in cands]) * iso, "lower": np.stack([c.p_lower for c in cands]) * iso}
+    heights = np.array([c.height for c in cands], np.float32)
+    centers = np.array([((c.box[0] + c.box[2]) / 2, (c.box[1] + c.box[3]) / 2) for c in cands], np.float32)
+    tops = np.array([(c.box[1], c.box[3]) for c in cands], np.float32)  # top and bottom edges
+    lefts = np.array([c.label_box[0] for c in cands], np.float32)
+    found: dict[tuple, tuple[float, str, dict]] = {}
+    for case in ("upper", "lower"):
+        # Compare glyph sizes in "x-height units": lower-case letters with ascenders/descenders
+        # are taller than a, c, e ... ; capitals all share one height.
+        rel = np.ones(26, np.float32) if case == "upper" else LOWER_REL
+        Pc = readings[case]
+        for a0 in np.flatnonzero(Pc[:, 0] >= min_prob / 2):
+            chosen = _grow_run(Pc, heights, centers, int(a0), rel, size_tol, min_prob, tops, lefts, max_letters)
+            if len(chosen) < min_letters:
+                continue
+            key = (case, tuple(sorted(chosen.items())))
+            found[key] = (_run_score(Pc, heights, rel, chosen), case, chosen)
+    out = []
+    for score, case, chosen in sorted(found.values(), key=lambda t: -t[0])[:top]:
+        P = readings[case]
+        labels = []
+        for k, i in sorted(chosen.items()):
+            c = cands[i]
+            ch = LOWER[k].upper() if case == "upper" else LOWER[k]
+            labels.append(Label(text=ch, box=c.label_box, glyph_box=c.box, score=float(min(1.0, P[i, k])), index=k,
+                                cand=index[i]))
+        out.append(labels)
+    return out
+
+
+def _run_score(P, heights, rel, chosen: dict[int, int]) -> float:
+    """Sum over the run of (reading certainty - 0.2), minus a penalty for unequal glyph sizes
+    (a figure's labels are set in one font size)."""
+    ks = list(chosen)
+    ids = [chosen[k] for k in ks]
+    certainty = float(sum(P[i, k] - 0.2 for k, i in chosen.items()))
+    hn = np.log(heights[ids] / rel[ks])
+    return certainty - 2.0 * len(ks) * float(hn.std())
+
+
+# Height of each lower-case letter relative to the x-height (a, c, e, m, n, o, r, s, u, v, w, x, z).
+LOWER_REL = np.array([1.0 if ch in "acemnorsuvwxz" else (1.25 if ch == "t" else 1.4) for ch in LOWER], np.float32)
+
+
+def _grow_run(P, heights, centers, a0, rel, size_tol, min_prob, tops, lefts, max_letters=26) -> dict[int, int]:
+    chosen = {0: a0}
+    used = {a0}
+    k, skipped = 1, False
+    xh = heights / 1.0  # candidate heights
+    while k < max_letters:
+        ref = float(np.median([heights[i] / rel[kk] for kk, i in chosen.items()]))
+        pick = _next_letter(P, xh / rel[k], centers, used, chosen, k, ref, size_tol, min_prob, tops, lefts)
+        if pick is None and not skipped and k + 1 < max_letters:
+            after = _next_letter(P, xh / rel[k + 1], centers, used, chosen, k + 1, ref, size_tol, 0.75, tops, lefts)
+            if after is not None:
+                skipped = True
+                k += 1
+                pick = after
+        if pick is None:
+            break
+        chosen[k] = pick
+        used.add(pick)
+        k += 1
+    return _fill_gaps(P, heights, centers, chosen, rel, size_tol, min_prob, tops, lefts)
+
+
+def _next_letter(P, heights, centers, used, chosen, k, ref, size_tol, min_prob, tops, lefts):
+    """The candidate for letter ``k``: best reading x alignment bonus x reading-order bonus."""
+    ok = (P[:, k] >= min_prob / 2) & (np.abs(np.log(heights / ref)) <= np.log1p(size_tol))
+    if used:
+        ok[list(used)] = False
+    if not ok.any():
+        return None
+    taken = centers[list(chosen.values())]
+    d = np.abs(centers[:, None, :] - taken[None, :, :]).max(axis=2).min(axis=1)
+    ok &= d >= 1.5 * ref
+    idx = np.flatnonzero(ok)
+    if len(idx) == 0:
+        return None
+    eff = P[idx, k] * (1.0 + 0.5 * _alignments(tops[idx], lefts[idx], taken_tl(chosen, tops, lefts), ref))
+    # Reading order: the next label is usually the nearest one to the right of the previous letter
+    # on its row, or below it in its column.
+    prev = max(chosen)
+    if prev == k - 1:
+        p = chosen[prev]
+        tol = 0.35 * ref
+        right = _same_row(tops[idx], tops[p:p + 1], tol)[:, 0] & (lefts[idx] > lefts[p])
+        below = (np.abs(lefts[idx] - lefts[p]) <= tol) & (tops[idx, 0] > tops[p, 0])
+        for flag, dist in ((right, lefts[idx] - lefts[p]), (below, tops[idx, 0] - tops[p, 0])):
+            if flag.any():
+                j = np.flatnonzero(flag)[np.argmin(dist[flag])]
+                eff[j] *= 1.3
+    j = int(np.argmax(eff))
+    return int(idx[j]) if eff[j] >= min_prob else None
+
+
+def _fill_gaps(P, heights, centers, chosen, rel, size_tol, min_prob, tops, lefts) -> dict[int, int]:
+    """Letters missing inside the run, now that every other letter (and its row and column) is
+    known: by reading as in the run, else by position alone when the letters before and after
+    it share a row (or a column) and a letter-like glyph of the run's size sits between them."""
+    for k in range(1, max(chosen)):
+        if k in chosen:
+            continue
+        ref = float(np.median([heights[i] / rel[kk] for kk, i in chosen.items()]))
+        used = set(chosen.values())
+        pick = _next_letter(P, heights / rel[k], centers, used, chosen, k, ref, size_tol,
+                            min_prob, tops, lefts)
+        if pick is None and k - 1 in chosen and k + 1 in chosen:
+            a, b = chosen[k - 1], chosen[k + 1]
+            tol = 0.35 * ref
+            size_ok = np.abs(np.log(heights / rel[k] / ref)) <= np.log1p(size_tol)
+            letter_like = P.sum(axis=1) >= 0.3
+            if _same_row(tops[a:a + 1], tops[b:b + 1], tol)[0, 0]:
+                between = _same_row(tops, tops[a:a + 1], tol)[:, 0] & (lefts > lefts[a]) & (lefts < lefts[b])
+            elif abs(lefts[a] - lefts[b]) <= tol:
+                between = (np.abs(lefts - lefts[a]) <= tol) & (tops[:, 0] > tops[a, 0]) & (tops[:, 0] < tops[b, 0])
+            else:
+                between = np.zeros(len(P), bool)
+            ok = between & size_ok & letter_like
+            ok[list(used)] = False
+            if ok.sum() == 1:
+                pick = int(np.flatnonzero(ok)[0])
+        if pick is not None:
+            chosen[k] = pick
+    return chosen
+
+
+def taken_tl(chosen, tops, lefts):
+    ids = list(chosen.values())
+    return tops[ids], lefts[ids]
+
+
+def _same_row(a: np.ndarray, b: np.ndarray, tol: float) -> np.ndarray:
+    """(top, bottom) rows a [n, 2] vs b [m, 2] -> [n, m]: tops or bottoms (baselines) level."""
+    return (np.abs(a[:, None, 0] - b[None, :, 0]) <= tol) | (np.abs(a[:, None, 1] - b[None, :, 1]) <= tol)
+
+
+def _alignments(tops, lefts, taken, ref) -> np.ndarray:
+    """0, 1 or 2: is a candidate level with a taken letter (row) / left-aligned with one (column)?"""
+    t_tops, t_lefts = taken
+    tol = 0.35 * ref
+    row = _same_row(tops, t_tops, tol).any(axis=1)
+    col = (np.abs(lefts[:, None] - t_lefts[None, :]) <= tol).any(axis=1)
+    return row.astype(np.float32) + col.astype(np.float32)
+
+
+def find_labels(canvas: Canvas, reader: str = "glyph") -> tuple[list[Label], list[Candidate]]:
+    cands = find_candidates(canvas)
+    if reader == "tesseract":
+        read_tesseract(cands)
+    else:
+        read_glyph(cands)
+    return select_labels(cands), cands
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading order
+
+
+def reading_order(boxes: list[Box | list[int]]) -> list[int]:
+    """Row-major order of boxes, robust to slight misalignment: a box joins the current row when
+    it overlaps the row's vertical extent by at least half of the smaller height."""
+    idx = sorted(range(len(boxes)), key=lambda i: (boxes[i][1], boxes[i][0]))
+    rows: list[list[int]] = []
+    extent: list[list[float]] = []
+    for i in idx:
+        x1, y1, x2, y2 = boxes[i]
+        placed = False
+        for r, (ry1, ry2) in enumerate(extent):
+            ov = min(ry2, y2) - max(ry1, y1)
+            if ov >= 0.5 * min(ry2 - ry1, y2 - y1):
+                rows[r].append(i)
+                extent[r] = [min(ry1, y1), max(ry2, y2)]
+                placed = True
+                break
+        if not placed:
+            rows.append([i])
+            extent.append([y1, y2])
+    order = []
+    for r in sorted(range(len(rows)), key=lambda r: extent[r][0]):
+        order.extend(sorted(rows[r], key=lambda i: boxes[i][0]))
+    return order
