@@ -18,6 +18,7 @@ include: "workflow/rules/text.smk"
 include: "workflow/rules/layout.smk"
 include: "workflow/rules/detector.smk"
 include: "workflow/rules/align.smk"
+include: "workflow/rules/markers.smk"
 
 
 rule all:

@@ -141,7 +141,7 @@ def test_snakemake_profile_slurm(cluster: SlurmCluster, tmp_path: Path):
     rules = [j["comment"].split("_wildcards_")[0] for j in jobs]
     assert jobs and all(j["state"] == "COMPLETED" for j in jobs), context()
     assert rules.count("rule_ingest") == summary["shards"] and rules.count("rule_ingest_summary") == 1, context()
-    for rule in ("rule_text", "rule_layout", "rule_align_panels"):
+    for rule in ("rule_text", "rule_layout", "rule_align_panels", "rule_markers"):
         assert rules.count(rule) == summary["shards"], context()
     assert len({j["name"] for j in jobs}) == 1, jobs
     job_ids = {j["id"] for j in jobs}
@@ -164,7 +164,7 @@ def test_snakemake_profile_slurm(cluster: SlurmCluster, tmp_path: Path):
     assert len(stages) == len(jobs), table
     assert all(r.data.tags.get("mlflow.parentRunId") == parent.info.run_id for r in stages), table
     assert sorted(r.info.run_name.split(":")[0] for r in stages) == sorted(
-        ["ingest", "text", "layout", "align"] * summary["shards"] + ["ingest_summary"]), table
+        ["ingest", "text", "layout", "align", "markers"] * summary["shards"] + ["ingest_summary"]), table
     assert {r.data.tags.get("slurm.job_id") for r in stages} == job_ids, table
     assert all(r.info.status == "FINISHED" for r in stages), table
     print(f"[slurm test] mlflow: {table}")

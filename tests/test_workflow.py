@@ -57,7 +57,7 @@ def test_demo_ingests_every_figure(demo):
     assert summary["figures_by_source"]["jats"] == 7 and summary["figures_by_source"]["pdf"] == 15
     assert summary["skip_reasons"] == {"no-figures": 1}
     for shard in ("shard-00000", "shard-00001"):
-        for stage in ("ingest", "text", "layout", "align"):
+        for stage in ("ingest", "text", "layout", "align", "markers"):
             assert (demo / f"results/logs/{stage}/{shard}.log").stat().st_size > 0
             assert (demo / f"results/benchmarks/{stage}/{shard}.tsv").exists()
     subs = pd.read_parquet(demo / "results/shard-00000/text/subcaptions.parquet").set_index(["figure_id", "key"])
@@ -80,7 +80,7 @@ def test_mlflow_lineage(demo):
     assert parent.data.params["shard_size"] == "4" and parent.data.params["ingest.pdf_dpi"] == "150"
     assert [d.dataset.name for d in parent.inputs.dataset_inputs] == ["input-units"]
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
-    assert set(children) == {f"{stage}:{shard}" for stage in ("ingest", "text", "layout", "align")
+    assert set(children) == {f"{stage}:{shard}" for stage in ("ingest", "text", "layout", "align", "markers")
                              for shard in ("shard-00000", "shard-00001")} | {"ingest_summary:all"}
     for shard in ("shard-00000", "shard-00001"):
         run = children[f"ingest:{shard}"]

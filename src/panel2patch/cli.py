@@ -3,6 +3,7 @@
     panel2patch ingest PATH... --out DIR        JATS files/folders, PMC .tar.gz packages, PDFs
     panel2patch split-caption --in CAPTIONS.jsonl --out FILE.jsonl
     panel2patch panels IMAGE... --out FILE.jsonl
+    panel2patch markers IMAGE... --out FILE.jsonl
 
 Each subcommand lives next to its stage (``panel2patch.<stage>.cli``) and is imported only when
 it runs, so ``panel2patch --help`` stays fast.
@@ -19,6 +20,7 @@ COMMANDS = {
     "ingest": ("panel2patch.ingest.cli", "extract figures, captions, licences and citing sentences"),
     "split-caption": ("panel2patch.text.cli", "split captions into per-panel subcaptions"),
     "panels": ("panel2patch.layout.cli", "find panels, panel letters and panel kinds in figure images"),
+    "markers": ("panel2patch.markers.cli", "find arrows, arrowheads and asterisks on image panels, and their patches"),
 }
 
 

@@ -37,6 +37,7 @@ def get_final_output():
     return (
         [f"{RESULTS}/ingest/summary.json"]
         + expand(f"{RESULTS}/{{shard}}/align/panel_text.parquet", shard=SHARDS)
+        + expand(f"{RESULTS}/{{shard}}/markers/patches.parquet", shard=SHARDS)
     )
 
 

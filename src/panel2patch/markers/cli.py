@@ -1,0 +1,62 @@
+"""``panel2patch markers IMAGE [IMAGE ...] --out FILE.jsonl``
+
+One JSON object per input image, in input order::
+
+    {"image": "<path as given>",
+     "markers": [{"type": "arrow" | "arrowhead" | "asterisk" | "other", "bbox": [x1, y1, x2, y2],
+                  "colour": "red" | null, "tip": [x, y] | null, "score": 0.9}],
+     "patches": [{"bbox": [x1, y1, x2, y2], "marker_indices": [0]}]}
+
+Whole-figure pixel coordinates, x2/y2 exclusive. Panels are found with the layout parser and
+markers are searched on image panels only (panel letters excluded). An image that cannot be read
+gives ``{"image": ..., "markers": [], "patches": [], "error": "..."}`` and the run goes on.
+``--out -`` writes to stdout; a summary goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="figure images (PNG, JPEG, TIFF, ...)")
+    parser.add_argument("--out", dest="out_path", required=True, metavar="FILE.jsonl",
+                        help='output JSON lines ("-" for stdout)')
+    parser.add_argument("--tau", type=float, default=None,
+                        help="Panel2Patch tau for merging caption boxes with markers (default: patches.PATCH_DEFAULTS)")
+
+
+def process_image(path: str, patch_params: dict | None = None) -> dict:
+    """One image -> one output record (never raises for a bad image)."""
+    from .detect import figure_markers
+
+    try:
+        res = figure_markers(path, patch_params=patch_params)
+    except Exception as exc:  # unreadable, truncated, not an image, or a bug on one figure
+        return {"image": path, "markers": [], "patches": [], "error": f"{type(exc).__name__}: {exc}"}
+    markers = [{"type": m["type"], "bbox": [int(v) for v in m["bbox"]], "colour": m.get("colour"),
+                "tip": m.get("tip"), "score": round(float(m["score"]), 4)} for m in res["markers"]]
+    patches = [{"bbox": [int(v) for v in p["bbox"]], "marker_indices": [int(i) for i in p["marker_indices"]]}
+               for p in res["patches"]]
+    return {"image": path, "markers": markers, "patches": patches}
+
+
+def main(args: argparse.Namespace) -> int:
+    patch_params = {"tau": args.tau} if getattr(args, "tau", None) is not None else None
+    fout = sys.stdout if args.out_path == "-" else open(args.out_path, "w", encoding="utf-8")
+    n = errors = nm = 0
+    try:
+        for path in args.images:
+            rec = process_image(path, patch_params)
+            n += 1
+            errors += "error" in rec
+            nm += len(rec["markers"])
+            fout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            fout.flush()
+    finally:
+        if fout is not sys.stdout:
+            fout.close()
+    print(f"markers: {n} images, {nm} markers, {errors} errors", file=sys.stderr)
+    return 0
