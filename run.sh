@@ -41,7 +41,10 @@ apt_need() {
 setup() {
   # Debian's python3 has no venv/ensurepip without python3-venv.
   "$PY" -c "import ensurepip, venv" >/dev/null 2>&1 || apt_install python3-venv
-  apt_need tesseract:tesseract-ocr
+  apt_need tesseract:tesseract-ocr g++:g++
+  # DeepSpeed compiles small C++ ops against the Python headers on first use (CPU path too).
+  "$PY" -c "import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h')))" \
+    || apt_install python3-dev
   if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
   fi

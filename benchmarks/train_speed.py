@@ -1,0 +1,215 @@
+"""Training speed and memory of our trainer against open_clip's training loop (CPU or GPU).
+
+    python benchmarks/train_speed.py                       # tiny model, synthetic shards, ~3 min on 2 cores
+    python benchmarks/train_speed.py --model small --steps 12 --figures 48
+
+1. samples/s, one process, same model, same synthetic WebDataset shards, same micro batch:
+   * ours, DeepSpeed ZeRO-2 + bf16 (config/deepspeed/zero2_bf16.json), granularity loss (mix:
+     3 CLIP terms + 4 cross-level terms);
+   * ours, DeepSpeed ZeRO-2 fp32 (the same JSON with bf16 off): DeepSpeed's cost without CPU bf16;
+   * ours, ``--no-deepspeed`` (plain torch, fp32), same loss;
+   * open_clip's loop: open_clip_train is not installed here (it is not on PyPI as a package of
+     its own), so :func:`open_clip_train_one_epoch` reproduces ``open_clip_train.train.
+     train_one_epoch`` (scheduler step per batch, forward, ``open_clip.loss.ClipLoss``, backward,
+     optimizer step, logit_scale clamp to ln 100; no accumulation, fp32 on CPU where its autocast is
+     a no-op) over the same batches, every level treated as plain pairs.
+   samples/s counts pairs per wall second of a step including data loading; step 1 (warm-up) is
+   left out.
+2. Peak RSS per rank (psutil, polled every 0.1 s) at world size 2 under torchrun: ZeRO-2 + bf16,
+   ZeRO-2 fp32 and plain DDP fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "config" / "train" / "tiny.yaml"
+SMALL = {  # ~30M parameters: 6-block ViT at 96 px, 4-layer BERT 384 wide
+    "embed_dim": 256,
+    "vision_cfg": {"image_size": 96, "patch_size": 16, "width": 384, "layers": 6, "head_width": 64, "mlp_ratio": 4.0},
+    "text_cfg": {"hf_config": {"model_type": "bert", "vocab_size": 30522, "hidden_size": 384, "num_hidden_layers": 4,
+                               "num_attention_heads": 6, "intermediate_size": 1536, "max_position_embeddings": 64},
+                 "hf_pooler_type": "mean_pooler", "hf_proj_type": "linear", "context_length": 32},
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_", "SLURM_"))}
+    env.update({"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    return env
+
+
+def run_ours(data: Path, out: Path, model: str, steps: int, micro: int, nproc: int = 1, deepspeed: bool = True,
+             threads: int = 1, ds_config: Path | None = None) -> dict:
+    """Our trainer in subprocess(es); returns samples/s (mean over steps 2..N) and peak RSS per rank."""
+    args = ["--config", str(TINY), "--data", str(data), "--output-dir", str(out), "--set", f"model={model}",
+            "--set", f"max_steps={steps}", "--set", f"micro_batch={micro}", "--set", "checkpoint_every=0",
+            "--set", "mlflow.enabled=false", "--set", "eval_every_epoch=false", "--set", f"threads={threads}",
+            "--set", "epochs=1000"]
+    if not deepspeed:
+        args.append("--no-deepspeed")
+    if ds_config:
+        args += ["--set", f"deepspeed={ds_config}"]
+    if nproc > 1:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc),
+               "--master_port", str(_free_port()), "-m", "panel2patch.train.main", *args]
+    else:
+        cmd = [sys.executable, "-m", "panel2patch.train.main", *args]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak: dict[int, int] = {}
+    root = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            procs = [root, *root.children(recursive=True)]
+            for p in procs:
+                if "panel2patch.train.main" in " ".join(p.cmdline()) and "torch.distributed.run" not in " ".join(p.cmdline()):
+                    peak[p.pid] = max(peak.get(p.pid, 0), p.memory_info().rss)
+        except psutil.Error:
+            pass
+        time.sleep(0.1)
+    log = proc.stdout.read()
+    if proc.returncode != 0:
+        raise RuntimeError(f"trainer failed ({proc.returncode}):\n{log[-4000:]}")
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    sps = [r["train/samples_per_second"] for r in rows if "train/samples_per_second" in r][1:]
+    return {"samples_per_second": sum(sps) / len(sps), "peak_rss_mib_per_rank": sorted(v / 2**20 for v in peak.values())}
+
+
+def open_clip_train_one_epoch(model, data, loss, epoch, optimizer, scheduler, num_batches, device):
+    """open_clip_train.train.train_one_epoch (v3.x), the parts that run on one process without
+    accumulation: per batch scheduler step, forward, loss dict summed, backward, step, clamp."""
+    model.train()
+    times = []
+    end = time.perf_counter()
+    for i, batch in enumerate(data):
+        if i >= num_batches:
+            break
+        step = num_batches * epoch + i
+        scheduler(step)
+        images, texts = batch
+        images, texts = images.to(device), texts.to(device)
+        optimizer.zero_grad()
+        out = model(images, texts)
+        losses = loss(out["image_features"], out["text_features"], out["logit_scale"], output_dict=True)
+        total_loss = sum(losses.values())
+        total_loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        now = time.perf_counter()
+        times.append((images.shape[0], now - end))
+        end = now
+    return times
+
+
+def _cosine_lr(optimizer, base_lr, warmup, total):
+    """open_clip_train.scheduler.cosine_lr."""
+
+    def _adjust(step):
+        lr = base_lr * (step + 1) / warmup if step < warmup else \
+            0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))) * base_lr
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        return lr
+
+    return _adjust
+
+
+def run_open_clip_loop(data: Path, model_name: str, steps: int, micro: int, threads: int = 1) -> dict:
+    import open_clip
+
+    from panel2patch.model.clip import build_model
+    from panel2patch.train import data as D
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build_model(model_name)
+    tok, transform = model.tokenizer(), model.image_transform(train=False)
+    exclude = lambda n, p: p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n  # noqa: E731
+    named = list(model.named_parameters())
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for n, p in named if exclude(n, p) and p.requires_grad], "weight_decay": 0.0},
+         {"params": [p for n, p in named if not exclude(n, p) and p.requires_grad], "weight_decay": 0.05}],
+        lr=1e-3, betas=(0.9, 0.98), eps=1e-6)
+    scheduler = _cosine_lr(optimizer, 1e-3, 2, steps)
+    loss = open_clip.loss.ClipLoss()
+
+    def pairs():  # the same shards and batches, levels ignored: (images, tokens)
+        epoch = 0
+        while True:
+            for b in D.make_pipeline(data, "train", transform, tok, micro, epoch=epoch):
+                yield (torch.cat([b[lvl]["image"] for lvl in D.LEVELS]), torch.cat([b[lvl]["ids"] for lvl in D.LEVELS]))
+            epoch += 1
+
+    times = open_clip_train_one_epoch(model, pairs(), loss, 0, optimizer, scheduler, steps, torch.device("cpu"))[1:]
+    return {"samples_per_second": sum(n for n, _ in times) / sum(t for _, t in times)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="tiny", help="tiny, or small (~30M params, written to a temp JSON)")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--micro", type=int, default=16)
+    ap.add_argument("--figures", type=int, default=32)
+    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--skip-speed", action="store_true")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from panel2patch.train.data import write_synthetic_shards
+
+    tmp = Path(tempfile.mkdtemp(prefix="p2p_bench_"))
+    data = tmp / "shards"
+    write_synthetic_shards(data, n_figures=args.figures, seed=0, figures_per_shard=2)
+    model = args.model
+    if model == "small":
+        (tmp / "small.json").write_text(json.dumps(SMALL))
+        model = str(tmp / "small.json")
+    res = {"model": args.model, "steps": args.steps, "micro_batch": args.micro, "threads_per_rank": 1}
+    # ZeRO-2 without bf16: separates DeepSpeed's cost from CPU bf16 matmul speed
+    z2_fp32 = json.loads((REPO / "config" / "deepspeed" / "zero2_bf16.json").read_text())
+    z2_fp32["bf16"] = {"enabled": False}
+    (tmp / "zero2_fp32.json").write_text(json.dumps(z2_fp32))
+    if not args.skip_speed:
+        res["ours_zero2_bf16"] = run_ours(data, tmp / "ours_ds", model, args.steps, args.micro)
+        res["ours_zero2_fp32"] = run_ours(data, tmp / "ours_ds32", model, args.steps, args.micro, ds_config=tmp / "zero2_fp32.json")
+        res["ours_plain_fp32"] = run_ours(data, tmp / "ours_plain", model, args.steps, args.micro, deepspeed=False)
+        res["open_clip_loop_fp32"] = run_open_clip_loop(data, model, args.steps, args.micro)
+        oc = res["open_clip_loop_fp32"]["samples_per_second"]
+        for k in ("ours_zero2_bf16", "ours_zero2_fp32", "ours_plain_fp32"):
+            res[k]["ratio_to_open_clip_loop"] = res[k]["samples_per_second"] / oc
+        print("samples/s  " + "  ".join(f"{k} {res[k]['samples_per_second']:.1f}" for k in
+              ("ours_zero2_bf16", "ours_zero2_fp32", "ours_plain_fp32", "open_clip_loop_fp32")) + "  ratios to open_clip: "
+              + " ".join(f"{res[k]['ratio_to_open_clip_loop']:.2f}" for k in ("ours_zero2_bf16", "ours_zero2_fp32", "ours_plain_fp32")))
+    if not args.skip_memory:
+        res["world2_zero2_bf16"] = run_ours(data, tmp / "w2_ds", model, args.steps, args.micro, nproc=2)
+        res["world2_zero2_fp32"] = run_ours(data, tmp / "w2_ds32", model, args.steps, args.micro, nproc=2,
+                                            ds_config=tmp / "zero2_fp32.json")
+        res["world2_ddp_fp32"] = run_ours(data, tmp / "w2_ddp", model, args.steps, args.micro, nproc=2, deepspeed=False)
+        print("peak RSS per rank (MiB), world 2: " + "  ".join(
+            f"{k} {[round(x) for x in res[k]['peak_rss_mib_per_rank']]} ({res[k]['samples_per_second']:.1f} samples/s)"
+            for k in ("world2_zero2_bf16", "world2_zero2_fp32", "world2_ddp_fp32")))
+    print(json.dumps(res, indent=1))
+    return res
+
+
+if __name__ == "__main__":
+    main()
