@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from panel2patch.evaluate.boxes import iou  # noqa: E402
 from panel2patch.layout import detector as D  # noqa: E402
 from panel2patch.layout import synthetic as S  # noqa: E402
 
@@ -50,14 +51,6 @@ IOU = 0.5
 def default_data_dir() -> Path:
     env = os.environ.get("P2P_SHARED_DATA")
     return Path(env) if env else REPO.parent / "shared" / "data"
-
-
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def match(preds: list[dict], gts: list[list[float]], thr: float = IOU) -> int:

@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "src") not in sys.path:
     sys.path.insert(0, str(REPO / "src"))
 
+from panel2patch.evaluate.boxes import iou, match_boxes as match  # noqa: E402,F401
 from panel2patch.layout.parse import parse_figure  # noqa: E402
 
 KINDS_FILE = REPO / "tests" / "data" / "panel_kinds.json"
@@ -48,31 +49,6 @@ KINDS_FILE = REPO / "tests" / "data" / "panel_kinds.json"
 def default_data_dir() -> Path:
     env = os.environ.get("P2P_SHARED_DATA")
     return Path(env) if env else REPO.parent / "shared" / "data"
-
-
-def iou(a, b) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    if inter == 0:
-        return 0.0
-    ua = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / ua
-
-
-def match(pred: list, gold: list, thr: float = 0.5) -> list[tuple[int, int, float]]:
-    """Greedy one-to-one matching by IoU (highest first), pairs with IoU >= thr."""
-    pairs = sorted(((iou(p, g), i, j) for i, p in enumerate(pred) for j, g in enumerate(gold)), reverse=True)
-    used_p, used_g, out = set(), set(), []
-    for v, i, j in pairs:
-        if v < thr:
-            break
-        if i in used_p or j in used_g:
-            continue
-        used_p.add(i)
-        used_g.add(j)
-        out.append((i, j, v))
-    return out
 
 
 def load_dev(data: Path) -> list[dict]:

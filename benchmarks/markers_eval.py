@@ -33,7 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from panel2patch.layout.parse import parse_figure  # noqa: E402
-from panel2patch.markers.detect import detect_markers, figure_markers, iou  # noqa: E402
+from panel2patch.evaluate.boxes import iou, match_boxes  # noqa: E402,F401
+from panel2patch.markers.detect import detect_markers, figure_markers  # noqa: E402
 from panel2patch.markers.synthetic import overlay  # noqa: E402
 
 TYPES = ("arrow", "arrowhead", "asterisk", "other")
@@ -41,18 +42,7 @@ TYPES = ("arrow", "arrowhead", "asterisk", "other")
 
 def match(preds: list, gts: list, thr: float = 0.3):
     """Greedy IoU matching -> list of (pred index, gt index)."""
-    pairs = sorted(((iou(p["bbox"], g["bbox"]), i, j) for i, p in enumerate(preds) for j, g in enumerate(gts)),
-                   reverse=True)
-    used_p, used_g, out = set(), set(), []
-    for v, i, j in pairs:
-        if v < thr:
-            break
-        if i in used_p or j in used_g:
-            continue
-        used_p.add(i)
-        used_g.add(j)
-        out.append((i, j))
-    return out
+    return [(i, j) for i, j, _ in match_boxes([p["bbox"] for p in preds], [g["bbox"] for g in gts], thr)]
 
 
 class Tally:

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from panel2patch.evaluate.boxes import iou
 from panel2patch.layout.cli import process_image
 from panel2patch.layout.letters import reading_order
 from panel2patch.layout.parse import parse_figure
@@ -87,13 +88,6 @@ def _grid_figure(rng, letters="ABCDEF", cols=3, rows=2, pw=220, ph=170, gut=36):
     return img, truth
 
 
-def _iou(a, b):
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
-
-
 # ------------------------------------------------------------------------------------------------
 # synthetic figures
 
@@ -127,7 +121,7 @@ def test_synthetic_lowercase_letters_in_dark_mosaic():
     res = parse_figure(img)
     assert [p["label"] for p in res["panels"]] == ["a", "b", "c"]
     for p, box in zip(res["panels"], boxes):
-        assert _iou(p["bbox"], box) > 0.95
+        assert iou(p["bbox"], box) > 0.95
         assert p["kind"] == "image"
 
 

@@ -55,6 +55,8 @@ import math
 import cv2
 import numpy as np
 
+from ..evaluate.boxes import iou
+
 __all__ = ["DEFAULTS", "SOURCES", "detect_markers", "colour_name", "iou", "nms"]
 
 DEFAULTS = {
@@ -81,16 +83,6 @@ DEFAULTS = {
 
 
 # --------------------------------------------------------------------------- small helpers
-
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    if inter <= 0:
-        return 0.0
-    ua = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / ua if ua > 0 else 0.0
-
 
 def nms(items: list, iou_thr: float, key="score") -> list:
     """Greedy IoU-NMS on dicts with ``bbox`` and ``score``; returns kept items, best first."""

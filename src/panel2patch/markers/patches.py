@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import math
 
+from ..evaluate.boxes import iou
+
 __all__ = ["PATCH_DEFAULTS", "marker_patches", "clip_box"]
 
 PATCH_DEFAULTS = {
@@ -48,14 +50,6 @@ PATCH_DEFAULTS = {
 def clip_box(b, panel) -> list:
     return [int(max(panel[0], min(panel[2], round(b[0])))), int(max(panel[1], min(panel[3], round(b[1])))),
             int(max(panel[0], min(panel[2], round(b[2])))), int(max(panel[1], min(panel[3], round(b[3]))))]
-
-
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    ua = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / ua if ua > 0 else 0.0
 
 
 def _anchor(m) -> tuple[float, float]:
@@ -108,7 +102,7 @@ def marker_patches(markers: list, panel_bbox, params: dict | None = None, captio
     kept: list = []
     for c in cands:
         for k in kept:
-            if _iou(c["bbox"], k["bbox"]) >= p["nms_iou"]:
+            if iou(c["bbox"], k["bbox"]) >= p["nms_iou"]:
                 k["marker_indices"] = sorted(set(k["marker_indices"]) | set(c["marker_indices"]))
                 break
         else:
