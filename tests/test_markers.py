@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from panel2patch.markers.detect import detect_markers, figure_markers, iou

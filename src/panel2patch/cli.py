@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 
 # subcommand -> (module with add_arguments(parser) and main(args), one-line help)
@@ -22,6 +23,26 @@ COMMANDS = {
     "panels": ("panel2patch.layout.cli", "find panels, panel letters and panel kinds in figure images"),
     "markers": ("panel2patch.markers.cli", "find arrows, arrowheads and asterisks on image panels, and their patches"),
 }
+
+
+def write_jsonl(records, out_path: str, summary: str, items_key: str | None = None) -> None:
+    """Write each record as one JSON line to ``out_path`` ("-" = stdout), flushed as it comes, then
+    print ``<summary>: N <unit>, [M <items_key>,] E errors`` to stderr (records with "error" count)."""
+    fout = sys.stdout if out_path == "-" else open(out_path, "w", encoding="utf-8")
+    n = errors = items = 0
+    try:
+        for rec in records:
+            n += 1
+            errors += "error" in rec
+            items += len(rec.get(items_key) or []) if items_key else 0
+            fout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            fout.flush()
+    finally:
+        if fout is not sys.stdout:
+            fout.close()
+    unit, _, label = summary.partition(":")
+    counts = f"{n} {label.strip() or 'records'}" + (f", {items} {items_key}" if items_key else "")
+    print(f"{unit}: {counts}, {errors} errors", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:

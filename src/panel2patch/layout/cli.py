@@ -18,8 +18,6 @@ output cannot be opened.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,18 +45,9 @@ def process_image(path: str, reader: str = "glyph", max_side: int = 1000, kinds:
 
 
 def main(args: argparse.Namespace) -> int:
-    fout = sys.stdout if args.out_path == "-" else open(args.out_path, "w", encoding="utf-8")
-    n = errors = panels = 0
-    try:
-        for path in args.images:
-            rec = process_image(path, reader=args.reader, max_side=args.max_side, kinds=not args.no_kind)
-            n += 1
-            errors += "error" in rec
-            panels += len(rec["panels"])
-            fout.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            fout.flush()
-    finally:
-        if fout is not sys.stdout:
-            fout.close()
-    print(f"panels: {n} images, {panels} panels, {errors} errors", file=sys.stderr)
+    from ..cli import write_jsonl
+
+    records = (process_image(path, reader=args.reader, max_side=args.max_side, kinds=not args.no_kind)
+               for path in args.images)
+    write_jsonl(records, args.out_path, "panels: images", items_key="panels")
     return 0

@@ -28,7 +28,7 @@ def panel_features(rgb: np.ndarray, bg: np.ndarray | None = None, ink: np.ndarra
     h, w = rgb.shape[:2]
     if h < 4 or w < 4:
         return {"n": 0}
-    full, h0, w0 = rgb, h, w
+    full = rgb
     # Work on at most ~192 px on the long side: statistics, not details.
     s = min(1.0, 192.0 / max(h, w))
     if s < 1.0:

@@ -16,8 +16,6 @@ gives ``{"image": ..., "markers": [], "patches": [], "error": "..."}`` and the r
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,19 +42,9 @@ def process_image(path: str, patch_params: dict | None = None) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..cli import write_jsonl
+
     patch_params = {"tau": args.tau} if getattr(args, "tau", None) is not None else None
-    fout = sys.stdout if args.out_path == "-" else open(args.out_path, "w", encoding="utf-8")
-    n = errors = nm = 0
-    try:
-        for path in args.images:
-            rec = process_image(path, patch_params)
-            n += 1
-            errors += "error" in rec
-            nm += len(rec["markers"])
-            fout.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            fout.flush()
-    finally:
-        if fout is not sys.stdout:
-            fout.close()
-    print(f"markers: {n} images, {nm} markers, {errors} errors", file=sys.stderr)
+    write_jsonl((process_image(path, patch_params) for path in args.images), args.out_path, "markers: images",
+                items_key="markers")
     return 0

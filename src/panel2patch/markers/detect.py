@@ -373,7 +373,6 @@ def _classify(comp: np.ndarray, allow_other: bool, tri_fill: float = DEFAULTS["t
     if not cnts:
         return None
     cnt = max(cnts, key=cv2.contourArea)
-    area = float(comp.sum())  # pixel count (contour area under-counts thin strokes)
     c_area = cv2.contourArea(cnt)
     if c_area <= 4:
         return None

@@ -57,26 +57,14 @@ def process_line(line: str, lineno: int, markers: bool = True) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ..cli import write_jsonl
+
+    markers = not getattr(args, "no_markers", False)
     fin = sys.stdin if args.in_path == "-" else open(args.in_path, encoding="utf-8")
     try:
-        fout = sys.stdout if args.out_path == "-" else open(args.out_path, "w", encoding="utf-8")
-    except OSError:
-        if fin is not sys.stdin:
-            fin.close()
-        raise
-    n = errors = 0
-    try:
-        for lineno, line in enumerate(fin, 1):
-            if not line.strip():
-                continue
-            rec = process_line(line, lineno, markers=not getattr(args, "no_markers", False))
-            n += 1
-            errors += "error" in rec
-            fout.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        records = (process_line(line, lineno, markers=markers) for lineno, line in enumerate(fin, 1) if line.strip())
+        write_jsonl(records, args.out_path, "split-caption: records")
     finally:
         if fin is not sys.stdin:
             fin.close()
-        if fout is not sys.stdout:
-            fout.close()
-    print(f"split-caption: {n} records, {errors} errors", file=sys.stderr)
     return 0

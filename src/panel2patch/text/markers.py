@@ -494,7 +494,6 @@ def find_marker_phrases(caption: str, subcaptions: dict | None = None) -> list:
                         (m.start("noun"), m.end()), "attr")
                     continue
         if t == "inset":
-            im = re.match(r"\s+(?:of|in)\s+(?:panels?\s+)?(?P<e>" + _EXPR + r")?", text[m.end():])
             s_start, s_end = _sentence_bounds(text, m.start())
             fm = re.match(rf"\s*(?:in\s+(?:the\s+)?(?:panels?\s+)?\(?{_EXPR}\)?\s*)?(?:\([^()]*\)\s*)?"
                           rf"(?:{_VERB})\s+", text[m.end():])
