@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -25,6 +26,14 @@ def shared_data() -> Path:
             pytest.fail(f"real test data not found at {path} (set P2P_SHARED_DATA)")
         pytest.skip(f"real test data not found at {path} (set P2P_SHARED_DATA)")
     return path
+
+
+def load_benchmark(name: str):
+    """Import ``benchmarks/<name>.py`` as a module (tests reuse the benchmarks' scoring code)."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 @pytest.fixture(scope="session")

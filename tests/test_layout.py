@@ -6,7 +6,6 @@ and skip with a reason when it is absent. Synthetic figures are composed here wi
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -18,6 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
+from conftest import load_benchmark
 from panel2patch.evaluate.boxes import iou
 from panel2patch.layout.cli import process_image
 from panel2patch.layout.letters import reading_order
@@ -30,13 +30,6 @@ REPO = Path(__file__).resolve().parents[1]
 DEV_F1_FLOOR = 0.92
 DEV_LETTER_FLOOR = 0.92
 DEV_KIND_FLOOR = 0.70
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("layout_eval_bench", REPO / "benchmarks" / "layout_eval.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _font(size: int):
@@ -247,7 +240,7 @@ def test_stage_writes_tables_and_crops(tmp_path):
 
 @pytest.fixture(scope="module")
 def bench():
-    return _bench()
+    return load_benchmark("layout_eval")
 
 
 def test_dev_panels_letters_kinds_floor(shared_data, bench):

@@ -6,7 +6,6 @@ and skip with a reason when it is absent. Synthetic captions below only exercise
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import load_benchmark
 from panel2patch.text import (
     cited_panels,
     find_marker_phrases,
@@ -36,16 +36,9 @@ MARKER_R_FLOOR = 0.93
 MARKER_HELDOUT_FLOOR = 0.90
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("caption_split_bench", REPO / "benchmarks" / "caption_split.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def bench():
-    return _bench()
+    return load_benchmark("caption_split")
 
 
 @pytest.fixture(scope="module")
