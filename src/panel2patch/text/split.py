@@ -357,27 +357,19 @@ def _regex_candidates(text: str, depth: list) -> list:
             continue  # 'E. coli'
         if toks:
             out.append(Marker(s, m.end(), toks, "dot"))
-    for m in _RE_COLON.finditer(text):
-        s = m.start()
-        if not _boundary_ok(text, s, ".;:!?)("):
-            continue
-        toks = _parse_expr(m.group("expr"))
-        if toks:
-            out.append(Marker(s, m.end(), toks, "colon"))
-    for m in _RE_COMMA.finditer(text):
-        s = m.start()
-        if not _boundary_ok(text, s, ".;:!?") or depth[s] > 0:
-            continue
-        toks = _parse_expr(m.group("expr"))
-        if toks:
-            out.append(Marker(s, m.end(), toks, "comma"))
-    for m in _RE_PHEAD.finditer(text):
-        s = m.start()
-        if not _boundary_ok(text, s, ".;:!?") or depth[s] > 0:
-            continue
-        toks = _parse_expr(m.group("expr"))
-        if toks:
-            out.append(Marker(s, s, toks, "phead"))  # zero width: 'Panel A shows ...' stays A's text
+    # (pattern, boundary characters, only outside brackets, zero width, kind)
+    for regex, chars, top_level, zero_width, kind in (
+        (_RE_COLON, ".;:!?)(", False, False, "colon"),
+        (_RE_COMMA, ".;:!?", True, False, "comma"),
+        (_RE_PHEAD, ".;:!?", True, True, "phead"),  # zero width: 'Panel A shows ...' stays A's text
+    ):
+        for m in regex.finditer(text):
+            s = m.start()
+            if not _boundary_ok(text, s, chars) or (top_level and depth[s] > 0):
+                continue
+            toks = _parse_expr(m.group("expr"))
+            if toks:
+                out.append(Marker(s, s if zero_width else m.end(), toks, kind))
     for m in _RE_PWORD.finditer(text):
         s = m.start()
         if _boundary_ok(text, s, ".;:!?(") or depth[s] > 0:
