@@ -431,26 +431,28 @@ def cluster_rects(rects: list[pymupdf.Rect], page_rect: pymupdf.Rect, tol: float
     return [c for c in boxes if c.width > tol and c.height > tol]
 
 
+def _find(parent: list[int], i: int) -> int:
+    """Union-find root of ``i`` (with path halving)."""
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
 def _touching_small(rects: list[pymupdf.Rect], tol: float) -> list[list[int]]:
     """``_touching`` for a few rects: pairwise bounding-box distance <= ``tol``."""
     parent = list(range(len(rects)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
 
     for i, a in enumerate(rects):
         for j in range(i + 1, len(rects)):
             b = rects[j]
             if a.x0 - tol <= b.x1 and b.x0 - tol <= a.x1 and a.y0 - tol <= b.y1 and b.y0 - tol <= a.y1:
-                ri, rj = find(i), find(j)
+                ri, rj = _find(parent, i), _find(parent, j)
                 if ri != rj:
                     parent[ri] = rj
     groups: dict[int, list[int]] = {}
     for i in range(len(rects)):
-        groups.setdefault(find(i), []).append(i)
+        groups.setdefault(_find(parent, i), []).append(i)
     return list(groups.values())
 
 
@@ -480,12 +482,6 @@ def _touching(rects: list[pymupdf.Rect], page_rect: pymupdf.Rect, tol: float) ->
     row_first = np.searchsorted(run_y, np.arange(h + 1))
     parent = list(range(len(run_y)))
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
     for y in np.unique(run_y):
         if y == 0 or row_first[y - 1] == row_first[y]:
             continue  # first row, or nothing in the row above
@@ -495,7 +491,7 @@ def _touching(rects: list[pymupdf.Rect], page_rect: pymupdf.Rect, tol: float) ->
                 j += 1
             jj = j
             while jj < j_end and run_x0[jj] < run_x1[k]:
-                a, b = find(k), find(jj)
+                a, b = _find(parent, k), _find(parent, jj)
                 if a != b:
                     parent[a] = b
                 jj += 1
@@ -504,7 +500,7 @@ def _touching(rects: list[pymupdf.Rect], page_rect: pymupdf.Rect, tol: float) ->
     for i, (cy, cx) in enumerate(cells):
         lo, hi = int(row_first[cy]), int(row_first[cy + 1])
         k = lo + int(np.searchsorted(run_x0[lo:hi], cx, side="right")) - 1
-        groups.setdefault(find(k), []).append(i)
+        groups.setdefault(_find(parent, k), []).append(i)
     return list(groups.values())
 
 
