@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -70,5 +70,5 @@ def summarise(figures: list[str], articles: list[str], skips: list[str], summary
         run.log_metrics(summary)
         run.log_outputs({"summary": summary_path, "skips": skips_path})
     print(f"ingest: {summary['figures']} figures from {summary['articles']} articles, {summary['skips']} skipped "
-          f"{summary['skip_reasons']}", file=os.sys.stderr)
+          f"{summary['skip_reasons']}", file=sys.stderr)
     return summary
