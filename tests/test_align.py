@@ -152,6 +152,15 @@ def test_align_patches_shared_phrase_fits_any_panel():
     assert rows[0]["paired"] and rows[0]["phrase"] == "mitoses" and rows[0]["reason"]
 
 
+def test_align_patches_missing_colour_from_a_table_matches_any_colour():
+    # Parquet gives NaN for a phrase without a colour ("(arrows)"): it must not read as colour "nan"
+    patches = [{"index": 0, "panel_label": "C", "type": "arrow", "colour": "blue"},
+               {"index": 1, "panel_label": "C", "type": "arrow", "colour": "white"}]
+    phrases = [{"type": "arrow", "colour": float("nan"), "count": None, "labels": ["C"], "phrase": "GamGFP foci"}]
+    out = align_patches(patches, phrases)
+    assert [(o["patch_index"], o["paired"], o["phrase"]) for o in out] == [(0, True, "GamGFP foci"), (1, True, "GamGFP foci")]
+
+
 def test_align_patches_empty():
     assert align_patches([], []) == []
     rows = align_patches([{"index": 0, "panel_label": None, "type": "arrow", "colour": None}], [])

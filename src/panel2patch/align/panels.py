@@ -189,7 +189,7 @@ _COMPATIBLE = {("arrow", "arrowhead"), ("arrowhead", "arrow"), ("star", "asteris
 
 
 def _norm_colour(c):
-    if not c:
+    if not isinstance(c, str) or not c:  # None, or a table's missing value (NaN)
         return None
     c = str(c).strip().lower().replace("gray", "grey")
     return c or None

@@ -60,10 +60,10 @@ def markers_figure(figure_id: str, img: Image.Image, panels: pd.DataFrame, phras
               "type": m["type"], "bbox": [int(v) for v in m["bbox"]], "colour": m.get("colour"), "tip": m.get("tip"),
               "direction": m.get("direction"), "score": m["score"]} for i, m in enumerate(res["markers"])]
     # a patch's type and colour are its first marker's; its panel letter comes from the layout
-    labels = list(panels.label)
+    labels = [None if pd.isna(x) else x for x in panels.label]
     plist = [{"index": i, "panel_label": labels[pt["panel_index"]], "type": res["markers"][pt["marker_indices"][0]]["type"],
               "colour": res["markers"][pt["marker_indices"][0]].get("colour")} for i, pt in enumerate(res["patches"])]
-    phrase_list = [{"type": r.type, "colour": r.colour, "count": None if pd.isna(r.count) else int(r.count),
+    phrase_list = [{"type": r.type, "colour": None if pd.isna(r.colour) else r.colour, "count": None if pd.isna(r.count) else int(r.count),
                     "labels": list(r.labels), "phrase": r.phrase} for r in phrases.itertuples()]
     prows = []
     for pair in align_patches(plist, phrase_list):
