@@ -1,6 +1,9 @@
-"""Marker detection: recall / precision at IoU >= 0.3, per type and overall, and ms per panel.
+"""Marker detection: recall / precision at IoU >= 0.3, per type and overall, and ms per panel,
+for each detection method (heuristic = image-analysis cues, learned = the torchvision detector,
+both = their union; see panel2patch.markers.detect).
 
-    .venv/bin/python benchmarks/markers_eval.py [--gt DIR] [--vqa DIR] [--n-synth 150] [--json OUT]
+    .venv/bin/python benchmarks/markers_eval.py [--weights results/models/marker_detector.pt]
+        [--methods heuristic,learned,both] [--gt DIR] [--vqa DIR] [--n-synth 150] [--json OUT]
 
 1. Real figures: the hand-labelled dev set (``markers`` on image panels). Panels come from the
    layout parser (as in ``panel2patch markers``). A prediction matching a ``markers_non_image``
@@ -9,18 +12,21 @@
    counts the figures that carry marker boxes.
 2. Synthetic: drawn arrows / arrowheads / asterisks (varied style, width, colour incl. white and
    black, rotation, size; plus text and scale-bar distractors) on VQA-RAD radiology images (CC0).
-   Two disjoint image splits by file-name hash: ``tune`` (looked at while developing) and
-   ``held-back`` (only reported). The whole image is one image panel here (the detector alone).
+   Two disjoint image splits by file-name hash (``synthetic.split_of``): ``tune`` (looked at while
+   developing; the learned detector trains on it) and ``held-back`` (only reported). The whole
+   image is one image panel here (the detector alone). ``held-back-varied`` draws the learned
+   detector's wider training styles (``overlay(varied=True)``: line/open/notched/call-out
+   arrows, chevrons = ``other``, outlines, grey levels, occlusion) on the held-back images.
 
 Matching is greedy by IoU, type-agnostic (a wrong type still localises the marker); per-type
 recall counts ground truth of that type found, per-type precision counts predictions of that type
-that match anything; ``type_acc`` is the share of matches with the right type.
+that match anything; ``type_acc`` is the share of matches with the right type. ms per panel is
+the detector alone (layout parsing excluded), one CPU thread.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -35,7 +41,7 @@ sys.path.insert(0, str(REPO / "src"))
 from panel2patch.layout.parse import parse_figure  # noqa: E402
 from panel2patch.evaluate.boxes import iou, match_boxes  # noqa: E402,F401
 from panel2patch.markers.detect import detect_markers, figure_markers  # noqa: E402
-from panel2patch.markers.synthetic import overlay  # noqa: E402
+from panel2patch.markers.synthetic import overlay, split_of  # noqa: E402
 
 TYPES = ("arrow", "arrowhead", "asterisk", "other")
 
@@ -92,64 +98,83 @@ class Tally:
         return out
 
 
-def eval_dev(gt_dir: Path) -> dict:
+def eval_dev(gt_dir: Path, methods: dict[str, dict | None]) -> dict:
+    """``methods``: name -> ``detect`` params. Each figure is parsed once; every method sees the
+    same panels."""
     recs = json.loads((gt_dir / "annotations.json").read_text())
-    tally, tally_marked = Tally(), Tally()
-    panel_ms, n_panels = 0.0, 0
-    per_fig = {}
+    acc = {m: {"all": Tally(), "marked": Tally(), "ms": 0.0, "per_fig": {}} for m in methods}
+    n_panels = 0
     for r in recs:
         img = Image.open(gt_dir / "images" / r["image"]).convert("RGB")
         lay = parse_figure(img)
-        t = time.perf_counter()
-        res = figure_markers(np.asarray(img), layout=lay)
-        panel_ms += 1000 * (time.perf_counter() - t)
         n_panels += sum(p["kind"] == "image" for p in lay["panels"])
         gts = [{"type": m["type"], "bbox": m["bbox"], "tip": None} for m in r.get("markers") or []]
         ignore = [m["bbox"] for m in r.get("markers_non_image") or []]
-        tally.add(res["markers"], gts, ignore)
-        if gts:
-            tally_marked.add(res["markers"], gts, ignore)
-        per_fig[r["id"]] = {"gt": len(gts), "pred": len(res["markers"])}
-    return {"all_figures": tally.report(), "figures_with_markers": tally_marked.report(),
-            "ms_per_image_panel": round(panel_ms / max(1, n_panels), 1), "image_panels": n_panels,
-            "figures": len(recs), "per_figure": per_fig}
+        for name, params in methods.items():
+            a = acc[name]
+            t = time.perf_counter()
+            res = figure_markers(np.asarray(img), params=params, layout=lay)
+            a["ms"] += 1000 * (time.perf_counter() - t)
+            a["all"].add(res["markers"], gts, ignore)
+            if gts:
+                a["marked"].add(res["markers"], gts, ignore)
+            a["per_fig"][r["id"]] = {"gt": len(gts), "pred": len(res["markers"])}
+    return {name: {"all_figures": a["all"].report(), "figures_with_markers": a["marked"].report(),
+                   "ms_per_image_panel": round(a["ms"] / max(1, n_panels), 1), "image_panels": n_panels,
+                   "figures": len(recs), "per_figure": a["per_fig"]} for name, a in acc.items()}
 
 
 def synth_images(vqa_dir: Path, split: str) -> list[Path]:
     files = sorted(p for p in vqa_dir.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    want = 0 if split == "held-back" else 1
-
-    def h(p):
-        return int(hashlib.sha1(p.name.encode()).hexdigest(), 16) % 2
-    return [p for p in files if h(p) == want]
+    return [p for p in files if split_of(p.name) == split]
 
 
-def eval_synth(vqa_dir: Path, split: str, n: int, seed: int) -> dict:
+def eval_synth(vqa_dir: Path, split: str, n: int, seed: int, methods: dict[str, dict | None],
+               varied: bool = False) -> dict:
     files = synth_images(vqa_dir, split)
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(files), size=min(n, len(files)), replace=False)
-    tally = Tally()
-    colours = {}
-    ms = []
+    acc = {m: {"tally": Tally(), "colours": {}, "ms": []} for m in methods}
     for k in pick:
         img = Image.open(files[k]).convert("RGB")
         side = int(rng.integers(256, 640))
         s = side / max(img.size)
         img = img.resize((max(32, round(img.width * s)), max(32, round(img.height * s))), Image.BILINEAR)
-        arr, gts = overlay(np.asarray(img), rng)
-        t = time.perf_counter()
-        preds = detect_markers(arr)
-        ms.append(1000 * (time.perf_counter() - t))
-        tally.add(preds, gts)
-        for i, j in match(preds, gts):
-            c = colours.setdefault(gts[j]["colour"], [0, 0])
-            c[0] += 1
-            c[1] += preds[i].get("colour") == gts[j]["colour"]
-        for j, g in enumerate(gts):
-            colours.setdefault(g["colour"], [0, 0])
-    rep = tally.report()
-    return {"split": split, "images": len(pick), **rep, "ms_per_panel": round(float(np.mean(ms)), 1),
-            "colour_name_acc": {c: (round(v[1] / v[0], 2) if v[0] else None) for c, v in sorted(colours.items())}}
+        if varied:
+            arr, gts = overlay(np.asarray(img), rng, n=(1, 4), types=TYPES, varied=True)
+        else:
+            arr, gts = overlay(np.asarray(img), rng)
+        for name, params in methods.items():
+            a = acc[name]
+            t = time.perf_counter()
+            preds = detect_markers(arr, params)
+            a["ms"].append(1000 * (time.perf_counter() - t))
+            a["tally"].add(preds, gts)
+            colours = a["colours"]
+            for i, j in match(preds, gts):
+                c = colours.setdefault(gts[j]["colour"], [0, 0])
+                c[0] += 1
+                c[1] += preds[i].get("colour") == gts[j]["colour"]
+            for g in gts:
+                colours.setdefault(g["colour"], [0, 0])
+    return {name: {"split": split + ("-varied" if varied else ""), "images": len(pick), **a["tally"].report(),
+                   "ms_per_panel": round(float(np.mean(a["ms"])), 1),
+                   "colour_name_acc": {c: (round(v[1] / v[0], 2) if v[0] else None) for c, v in sorted(a["colours"].items())}}
+            for name, a in acc.items()}
+
+
+def summary_lines(out: dict) -> list[str]:
+    """One line per (set, method): overall and per-type recall / precision, ms per panel."""
+    lines = []
+    for set_name, by_method in out.items():
+        for method, rep in by_method.items():
+            rep = rep.get("all_figures", rep)
+            ms = by_method[method].get("ms_per_image_panel", by_method[method].get("ms_per_panel"))
+            o = rep["overall"]
+            types = " ".join(f"{t}:R{rep[t]['recall']}/P{rep[t]['precision']}" for t in TYPES if t in rep)
+            lines.append(f"{set_name:26s} {method:9s} R {o['recall']} P {o['precision']} (gt {o['gt']}, pred {o['pred']}) "
+                         f"{ms} ms/panel | {types}")
+    return lines
 
 
 def main(argv=None) -> int:
@@ -157,7 +182,12 @@ def main(argv=None) -> int:
     ap.add_argument("--gt", type=Path, default=REPO.parent / "shared" / "data" / "panels-gt" / "hand-labelled-dev")
     ap.add_argument("--vqa", type=Path, default=REPO.parent / "shared" / "data" / "vqa-rad")
     ap.add_argument("--n-synth", type=int, default=150)
-    ap.add_argument("--splits", default="tune,held-back")
+    ap.add_argument("--splits", default="tune,held-back,held-back-varied")
+    ap.add_argument("--weights", type=Path, default=None, help="learned marker detector (.pt); without it: heuristic only")
+    ap.add_argument("--methods", default=None, help="comma-separated: heuristic,learned,both (default: all that can run)")
+    ap.add_argument("--learned-score", type=float, default=None, help="detect.learned_score (default: DEFAULTS)")
+    ap.add_argument("--sweep", default=None, metavar="S1,S2,...",
+                    help="only: learned/both at these learned_score values on the synthetic tune split (choose the threshold there, never on dev)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
     try:
@@ -167,14 +197,31 @@ def main(argv=None) -> int:
         pass
     import cv2
     cv2.setNumThreads(1)
+    names = args.methods.split(",") if args.methods else (["heuristic", "learned", "both"] if args.weights else ["heuristic"])
+    extra = {"weights": str(args.weights)} if args.weights else {}
+    if args.learned_score is not None:
+        extra["learned_score"] = args.learned_score
+    methods = {m: ({"method": m, **extra} if m != "heuristic" else None) for m in names}
     out = {}
+    if args.sweep:
+        for sc in (float(v) for v in args.sweep.split(",")):
+            ms = {f"{m}@{sc}": {**p, "learned_score": sc} for m, p in methods.items() if p}
+            out[f"synthetic_tune@{sc}"] = eval_synth(args.vqa, "tune", args.n_synth, seed=100, methods=ms)
+        print(json.dumps(out, indent=1))
+        print("\n".join(summary_lines(out)), file=sys.stderr)
+        if args.json:
+            args.json.write_text(json.dumps(out, indent=1))
+        return 0
     if args.gt.is_dir():
-        out["dev"] = eval_dev(args.gt)
+        out["dev"] = eval_dev(args.gt, methods)
     for i, split in enumerate(s for s in args.splits.split(",") if s):
         if args.vqa.is_dir():
-            out[f"synthetic_{split}"] = eval_synth(args.vqa, split, args.n_synth, seed=100 + i)
+            varied = split.endswith("-varied")
+            out[f"synthetic_{split}"] = eval_synth(args.vqa, split.removesuffix("-varied"), args.n_synth,
+                                                   seed=100 + i, methods=methods, varied=varied)
     text = json.dumps(out, indent=1)
     print(text)
+    print("\n".join(summary_lines(out)), file=sys.stderr)
     if args.json:
         args.json.write_text(text)
     return 0

@@ -208,3 +208,80 @@ def test_markers_stage_pairs_patches_with_caption_phrases(tmp_path):
     skips = pd.read_parquet(tmp_path / "out" / "skips.parquet")
     assert skips.reason.tolist() == ["unreadable-image"]
     assert stats["markers"] == 1 and stats["patches_with_phrase"] == 1
+
+
+# ----------------------------------------------------------------------------- learned detector
+
+
+def test_varied_overlays_are_training_targets():
+    from panel2patch.markers import learned
+    from panel2patch.markers.synthetic import overlay, split_of
+
+    rng = np.random.default_rng(0)
+    seen = set()
+    for i in range(30):
+        base = grey_image(200, 240, seed=i)
+        img, ms = overlay(base, rng, n=(0, 5), types=("arrow", "arrowhead", "asterisk", "other"), varied=True)
+        for m in ms:
+            x1, y1, x2, y2 = m["bbox"]
+            assert 0 <= x1 < x2 <= 240 and 0 <= y1 < y2 <= 200
+            assert (img[y1:y2, x1:x2] != base[y1:y2, x1:x2]).any()  # something is drawn in the box
+            assert (m["tip"] is None) == (m["type"] == "asterisk")
+            seen.add(m["type"])
+    assert seen == {"arrow", "arrowhead", "asterisk", "other"}
+    # the benchmark's held-back images are never training images
+    assert {split_of(f"img{i}.jpg") for i in range(20)} == {"tune", "held-back"}
+    ds = learned.MarkerPanels([_texture_source()], 3, seed=1, image_size=96)
+    x, t = ds[2]
+    assert x.shape[0] == 3 and max(x.shape[1:]) == 96 and t["boxes"].shape == (len(t["labels"]), 4)
+    assert bool((ds[2][0] == x).all())  # item i is always the same image
+
+
+def _texture_source():
+    from panel2patch.layout.synthetic import Source
+
+    return Source(Image.fromarray(grey_image(160, 200, seed=9)), "radiology", "test")
+
+
+TINY = {"n_images": 4, "epochs": 2, "batch_size": 2, "image_size": 128, "warmup_steps": 1, "checkpoint_every": 0,
+        "seed": 3, "sources": {"textures": 3}}
+
+
+def test_tiny_marker_detector_artifact_and_combined_detection(tmp_path, monkeypatch):
+    import hashlib
+
+    import torch
+
+    from panel2patch.markers import learned
+
+    torch.set_num_threads(1)
+    out = tmp_path / "models" / "marker_detector.pt"
+    meta = learned.train_marker_detector(TINY, out, progress=False, results_dir=tmp_path / "results")
+    side = out.with_suffix(".json")
+    assert json.loads(side.read_text())["sha256"] == meta["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert meta["steps"] == 4 and meta["classes"] == list(learned.CLASSES) and meta["mlflow_run_id"]
+    model = learned.load_marker_detector(out)
+    assert not model.training and model.p2p_classes == learned.CLASSES
+
+    img = grey_image()
+    box = draw_arrow(img, (200.0, 150.0), math.radians(30), 60, 6, 18, 16, (230, 30, 30))
+    heuristic = detect_markers(img)
+    # learned only: every box comes from the model (a 4-step model keeps all boxes at score 0)
+    only = detect_markers(img, {"method": "learned", "weights": str(out), "learned_score": 0.0})
+    assert only and all(m["source"] == "learned" and set(m) >= {"type", "bbox", "colour", "tip", "direction", "score"}
+                        for m in only)
+    assert all(m["type"] in learned.CLASSES[1:] for m in only)
+    # both: the heuristic's arrow stays (with its tip), learned boxes join
+    both = detect_markers(img, {"method": "both", "weights": str(out), "learned_score": 0.0})
+    m = _one(both, box, "arrow")
+    assert m["source"] in ("shapes", "shapes+learned") and m["tip"] == heuristic[0]["tip"]
+    assert any(x["source"] == "learned" for x in both)
+    # no weights: the heuristic detector, unchanged
+    assert detect_markers(img, {"method": "both"}) == heuristic
+    # a learned box over a glyph gets its tip and direction from the image-analysis cues
+    from panel2patch.markers.detect import DEFAULTS
+
+    r = learned.refine(img, {"type": "arrow", "bbox": box, "colour": None, "tip": None, "direction": None,
+                             "score": 0.9, "source": "learned"}, DEFAULTS)
+    assert r["colour"] == "red" and math.hypot(r["tip"][0] - 200, r["tip"][1] - 150) <= 4
+    assert r["direction"][0] * math.cos(math.radians(30)) + r["direction"][1] * math.sin(math.radians(30)) > 0.9

@@ -2,12 +2,20 @@
 # caption's marker phrases, per shard.
 
 
+def marker_weights(wildcards):
+    """The learned marker detector's weights when markers.detect uses them (Snakemake then trains
+    them first if they are rule train_marker_detector's output)."""
+    det = config["markers"].get("detect") or {}
+    return [det["weights"]] if det.get("method", "heuristic") != "heuristic" and det.get("weights") else []
+
+
 rule markers:
     input:
         figures=f"{RESULTS}/{{shard}}/ingest/figures.parquet",
         images=f"{RESULTS}/{{shard}}/ingest/images",
         panels=f"{RESULTS}/{{shard}}/layout/panels.parquet",
         phrases=f"{RESULTS}/{{shard}}/text/markers.parquet",
+        weights=marker_weights,
     output:
         markers=f"{RESULTS}/{{shard}}/markers/markers.parquet",
         patches=f"{RESULTS}/{{shard}}/markers/patches.parquet",

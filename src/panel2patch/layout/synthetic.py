@@ -37,6 +37,7 @@ import io
 import json
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,10 +131,13 @@ def _tight(im: Image.Image, thr: int = 245) -> Image.Image:
     return im.crop((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
 
 
-def load_vqa_rad(folder: str | Path, max_side: int = 480, limit: int | None = None) -> list[Source]:
+def load_vqa_rad(folder: str | Path, max_side: int = 480, limit: int | None = None,
+                 keep: Callable[[str], bool] | None = None) -> list[Source]:
+    """VQA-RAD images (``keep(file name)`` selects a subset, e.g. one split)."""
     folder = Path(folder)
     img_dir = folder / "data_RAD" / "images" if (folder / "data_RAD" / "images").is_dir() else folder
-    files = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})[:limit]
+    files = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"}
+                   and (keep is None or keep(p.name)))[:limit]
     out = []
     for p in files:
         with Image.open(p) as im:

@@ -1,11 +1,12 @@
 """Visual markers (arrows, arrowheads, asterisks) on image panels and the patches they designate.
 
 * :mod:`.detect` - ``detect_markers`` (one panel), ``figure_markers`` (one figure, panels found by
-  the layout parser), proposal sources in ``SOURCES`` (``"shapes"`` now; a learned detector can be
-  registered beside it).
+  the layout parser); ``method`` heuristic (image-analysis cues, the default) | learned | both.
+* :mod:`.learned` - the learned detector (torchvision Faster R-CNN trained on real panels with
+  drawn overlays): ``train_marker_detector``, ``load_marker_detector``, the ``"learned"`` source.
 * :mod:`.patches` - ``marker_patches``: region ahead of an arrow's tip / around an asterisk, merge
   with caption-derived boxes (Panel2Patch's tau), IoU-NMS.
-* :mod:`.synthetic` - drawn markers with known boxes (tests, evaluation, future training data).
+* :mod:`.synthetic` - drawn markers with known boxes (tests, evaluation, training data).
 * :mod:`.cli` - ``panel2patch markers IMAGE... --out FILE.jsonl``.
 """
 

@@ -10,7 +10,8 @@ One JSON object per input image, in input order::
 Whole-figure pixel coordinates, x2/y2 exclusive. Panels are found with the layout parser and
 markers are searched on image panels only (panel letters excluded). An image that cannot be read
 gives ``{"image": ..., "markers": [], "patches": [], "error": "..."}`` and the run goes on.
-``--out -`` writes to stdout; a summary goes to stderr.
+``--out -`` writes to stdout; a summary goes to stderr. ``--method both --weights
+results/models/marker_detector.pt`` adds the learned detector's boxes (see ``markers.detect``).
 """
 
 from __future__ import annotations
@@ -24,14 +25,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='output JSON lines ("-" for stdout)')
     parser.add_argument("--tau", type=float, default=None,
                         help="Panel2Patch tau for merging caption boxes with markers (default: patches.PATCH_DEFAULTS)")
+    parser.add_argument("--method", choices=("heuristic", "learned", "both"), default="heuristic",
+                        help="marker detector: image-analysis cues, the learned detector (--weights), or both")
+    parser.add_argument("--weights", default=None, metavar="FILE.pt",
+                        help="learned marker detector (rule train_marker_detector)")
 
 
-def process_image(path: str, patch_params: dict | None = None) -> dict:
+def process_image(path: str, patch_params: dict | None = None, params: dict | None = None) -> dict:
     """One image -> one output record (never raises for a bad image)."""
     from .detect import figure_markers
 
     try:
-        res = figure_markers(path, patch_params=patch_params)
+        res = figure_markers(path, params=params, patch_params=patch_params)
     except Exception as exc:  # unreadable, truncated, not an image, or a bug on one figure
         return {"image": path, "markers": [], "patches": [], "error": f"{type(exc).__name__}: {exc}"}
     markers = [{"type": m["type"], "bbox": [int(v) for v in m["bbox"]], "colour": m.get("colour"),
@@ -45,6 +50,7 @@ def main(args: argparse.Namespace) -> int:
     from ..cli import write_jsonl
 
     patch_params = {"tau": args.tau} if getattr(args, "tau", None) is not None else None
-    write_jsonl((process_image(path, patch_params) for path in args.images), args.out_path, "markers: images",
+    params = {"method": getattr(args, "method", "heuristic"), "weights": getattr(args, "weights", None)}
+    write_jsonl((process_image(path, patch_params, params) for path in args.images), args.out_path, "markers: images",
                 items_key="markers")
     return 0

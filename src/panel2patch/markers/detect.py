@@ -43,13 +43,19 @@ markers touching a structure of their own colour, tiny markers (< ~10 px), small
 arrowheads whose anti-aliased fill falls under ``min_score_extreme``; charts are not searched
 (no ``markers_non_image``).
 
-A second proposal source (e.g. a learned detector trained on synthetic overlays) plugs in via
-:data:`SOURCES`: a function ``(rgb, params) -> list of marker dicts`` in panel pixels; its
-markers join the shape markers before the same exclusions and NMS.
+``method`` picks the proposal sources (:data:`SOURCES`, functions ``(rgb, params) -> list of
+marker dicts`` in panel pixels): ``heuristic`` (the default) = ``"shapes"`` above; ``learned`` =
+the torchvision detector of :mod:`.learned` (weights file ``weights``, boxes of score >=
+``learned_score``; colour, tip and direction from the glyph inside the box by the same cues);
+``both`` = the union: a learned box that overlaps a shape marker (IoU >= ``nms_iou``) confirms it
+(its score becomes the higher of the two, ``source`` ``"shapes+learned"``), the others join as
+they are. ``learned``/``both`` without ``weights`` fall back to ``heuristic`` with a warning, so
+the default needs no trained model. Then the exclusions and NMS below apply to all.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 import cv2
@@ -57,7 +63,9 @@ import numpy as np
 
 from ..evaluate.boxes import iou
 
-__all__ = ["DEFAULTS", "SOURCES", "detect_markers", "colour_name", "iou", "nms"]
+__all__ = ["DEFAULTS", "METHODS", "SOURCES", "detect_markers", "colour_name", "iou", "nms"]
+
+log = logging.getLogger(__name__)
 
 DEFAULTS = {
     "max_side": 900,          # analyse a copy of the panel at most this long (speed)
@@ -78,8 +86,11 @@ DEFAULTS = {
     "tri_fill": 0.72,         # arrowhead: area / minimal enclosing triangle
     "min_score_extreme": 0.785,  # white/black glyphs need a clean shape (set on the synthetic "tune" split)
     "nms_iou": 0.3,
-    "sources": ("shapes",),
+    "method": "heuristic",    # heuristic | learned | both (see METHODS)
+    "weights": None,          # learned marker detector (.pt from train_marker_detector); None: heuristic only
+    "learned_score": 0.5,     # keep learned boxes with at least this score
 }
+METHODS = {"heuristic": ("shapes",), "learned": ("learned",), "both": ("shapes", "learned")}
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -504,7 +515,40 @@ def shape_proposals(rgb: np.ndarray, params: dict) -> list:
     return out
 
 
-SOURCES = {"shapes": shape_proposals}
+def learned_proposals(rgb: np.ndarray, params: dict) -> list:
+    """The ``"learned"`` source (torch is imported only when it is used)."""
+    from .learned import proposals
+
+    return proposals(rgb, params)
+
+
+SOURCES = {"shapes": shape_proposals, "learned": learned_proposals}
+
+
+def _sources(p: dict) -> tuple[str, ...]:
+    if p["method"] not in METHODS:
+        raise ValueError(f"unknown markers method {p['method']!r} (one of {sorted(METHODS)})")
+    if p["method"] != "heuristic" and not p.get("weights"):
+        if not getattr(_sources, "warned", False):
+            log.warning("markers method %r needs detect.weights; using the heuristic detector", p["method"])
+            _sources.warned = True
+        return METHODS["heuristic"]
+    return METHODS[p["method"]]
+
+
+def combine(shapes: list, learned: list, iou_thr: float) -> list:
+    """Union of shape and learned markers: a learned box over a shape marker confirms it (higher
+    score, ``source`` "shapes+learned"; the shape marker's tip and type are kept); the other
+    learned boxes join."""
+    out = [dict(m) for m in shapes]
+    for m in learned:
+        j = max(range(len(out)), key=lambda j: iou(m["bbox"], out[j]["bbox"]), default=None)
+        if j is not None and out[j]["source"] != "learned" and iou(m["bbox"], out[j]["bbox"]) >= iou_thr:
+            out[j]["score"] = max(out[j]["score"], m["score"])
+            out[j]["source"] = "shapes+learned"
+        else:
+            out.append(m)
+    return out
 
 
 def _overlaps(box, ex) -> bool:
@@ -525,12 +569,8 @@ def detect_markers(panel_rgb: np.ndarray, params: dict | None = None, exclude=()
     s = min(1.0, p["max_side"] / max(H, W))
     work = cv2.resize(rgb, (max(1, round(W * s)), max(1, round(H * s))), interpolation=cv2.INTER_AREA) \
         if s < 1.0 else rgb
-    found = []
-    for name in p["sources"]:
-        fn = SOURCES.get(name)
-        if fn is None:
-            continue
-        found.extend(fn(work, p))
+    per_source = {name: SOURCES[name](work, p) for name in _sources(p)}
+    found = combine(per_source.get("shapes", []), per_source.get("learned", []), p["nms_iou"])
     out = []
     for m in found:
         b = m["bbox"]
