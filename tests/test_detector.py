@@ -214,3 +214,46 @@ def test_detect_returns_boxes_in_original_pixels(trained):
     assert all(set(p) == {"bbox", "score"} for p in p2) and p2 == sorted(p2, key=lambda p: -p["score"])
     both = D.detect(model, big, score_threshold=0.0)
     assert set(both) == {"panels", "labels"}
+
+
+# ----------------------------------------------------------------------------- the layout stage
+
+
+def test_layout_stage_runs_detector_and_combined_methods(trained, tmp_path):
+    """``layout.method`` detector / combined load the trained weights through the stage; on a figure
+    with clean gutters ``combined`` gives exactly the splitter's panels (gutters come first)."""
+    import pandas as pd
+
+    from panel2patch.layout.cli import main as panels_main
+    from panel2patch.layout.stage import run_layout_shard
+    from test_layout import _grid_figure
+
+    _, weights, meta = trained
+    ingest = tmp_path / "results" / "shard-000" / "ingest"
+    (ingest / "images").mkdir(parents=True)
+    img, truth = _grid_figure(np.random.default_rng(7), letters="AB", cols=2, rows=1)
+    img.save(ingest / "images" / "a__f1.png")
+    pd.DataFrame({"figure_id": ["a__f1"], "image_path": ["images/a__f1.png"], "image_sha256": ["x"]}) \
+        .to_parquet(ingest / "figures.parquet")
+    tables = {}
+    for method in ("splitter", "combined", "detector"):
+        out = tmp_path / "results" / "shard-000" / f"layout-{method}"
+        stats = run_layout_shard(ingest / "figures.parquet", ingest, out, "shard-000", results_dir=tmp_path / "results",
+                                 cfg={"method": method, "detector_weights": None if method == "splitter" else str(weights)})
+        assert stats["figures"] == 1 and stats["skips"] == 0 and stats["panels"] >= 1
+        tables[method] = pd.read_parquet(out / "panels.parquet")
+    cols = ["panel_index", "label", "kind", "score", "method"]
+    assert tables["combined"][cols].equals(tables["splitter"][cols])
+    assert tables["combined"]["bbox"].map(list).tolist() == tables["splitter"]["bbox"].map(list).tolist()
+    assert tables["splitter"]["label"].tolist() == ["A", "B"]
+    mlflow.set_tracking_uri(f"sqlite:///{(tmp_path / 'results').resolve()}/mlflow/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["panel2patch"], output_format="list",
+                              filter_string="attributes.run_name = 'layout:shard-000'")
+    assert sorted(r.data.params["layout.method"] for r in runs) == ["combined", "detector", "splitter"]
+    assert {r.data.tags.get("detector.sha256") for r in runs if r.data.params["layout.method"] != "splitter"} == {meta["sha256"]}
+    # the CLI refuses detector methods without weights (exit 2), before reading any image
+    ns = type("A", (), {"method": "combined", "detector_weights": None, "images": [], "out_path": "-"})()
+    assert panels_main(ns) == 2
+    with pytest.raises(ValueError, match="needs detector weights"):
+        run_layout_shard(ingest / "figures.parquet", ingest, tmp_path / "x", "shard-000", results_dir=tmp_path / "results",
+                         cfg={"method": "combined"})

@@ -143,6 +143,44 @@ def test_unlabelled_grid_gives_leaf_panels_in_reading_order():
     assert [p["bbox"] for p in res["panels"]] == [list(b) for b in boxes]
 
 
+def test_detector_boxes_cut_touching_lettered_panels():
+    """``combined``: two photos that touch (no gutter, clean or soft) under letters A and B. Image
+    analysis alone gives the single connected component to one letter; detected panel boxes as
+    cut hints separate them at the seam."""
+    from panel2patch.layout.split import Anchor, prepare, split_labelled
+
+    rng = np.random.default_rng(6)
+    img = Image.new("RGB", (600, 300), "white")
+    panels = [(20, 50, 300, 290), (300, 50, 580, 290)]
+    for b in panels:
+        tex = rng.integers(0, 200, ((b[3] - b[1]) // 4, (b[2] - b[0]) // 4, 3), dtype=np.uint8)
+        img.paste(Image.fromarray(tex).resize((b[2] - b[0], b[3] - b[1])), b[:2])
+    d = ImageDraw.Draw(img)
+    letters = [(20, 12, 38, 38), (300, 12, 318, 38)]
+    for lb in letters:
+        d.rectangle(lb, fill="black")
+    canvas = prepare(img)
+    anchors = [Anchor((x1, y1, x2 + 1, y2 + 1), k) for k, (x1, y1, x2, y2) in enumerate(letters)]
+    alone = split_labelled(canvas, anchors)
+    assert sum(r.box is not None for r in alone) == 1  # the touching photos are one component
+    dets = [(22, 48, 303, 288), (297, 52, 579, 291)]  # approximate, overlapping by a few pixels
+    regions = split_labelled(canvas, anchors, detections=dets)
+    assert [r.anchors[0].key for r in regions] == [0, 1] and all(r.method == "proposals" for r in regions)
+    for r, truth in zip(regions, panels):
+        assert iou(r.box, truth) > 0.97, (r.box, truth)
+    # Hints that do not separate the letters (a box over both panels) change nothing.
+    same = split_labelled(canvas, anchors, detections=[(10, 40, 590, 295), (15, 45, 585, 292)])
+    assert [r.box for r in same] == [r.box for r in alone]
+
+
+def test_layout_method_needs_a_detector():
+    img = Image.new("RGB", (60, 60), "white")
+    with pytest.raises(ValueError, match="needs a detector"):
+        parse_figure(img, method="combined")
+    with pytest.raises(ValueError, match="unknown layout method"):
+        parse_figure(img, method="cnn")
+
+
 def test_reading_order_robust_to_misalignment():
     boxes = [(300, 12, 400, 100), (0, 0, 100, 100), (150, 5, 250, 95), (0, 130, 100, 230), (160, 120, 260, 220)]
     assert reading_order(boxes) == [1, 2, 0, 3, 4]

@@ -21,5 +21,5 @@ run_layout_shard(
     shard=snakemake.wildcards.shard,
     results_dir=snakemake.params.results,
     tracking_cfg=snakemake.params.tracking,
-    cfg=dict(snakemake.params.cfg),
+    cfg={**snakemake.params.cfg, "detector_weights": snakemake.input.detector[0] if snakemake.input.detector else None},
 )

@@ -8,7 +8,11 @@
 * :mod:`.parse` ``parse_figure`` (the API), :mod:`.cli` ``panel2patch panels``, :mod:`.stage`
   the workflow stage (``results/<shard>/layout/``).
 
-A learned detector (:mod:`.detector`) can feed its boxes to ``parse_figure(proposals=...)``.
+A learned detector (:mod:`.detector`) is the second method: ``parse_figure(method=...)`` /
+``layout.method`` / ``panel2patch panels --method`` choose ``splitter`` (image analysis, the
+default, needs no weights), ``detector`` (its boxes, letters attached by the same reader) or
+``combined`` (image analysis, with the detector's boxes as cut hints where no gutter separates
+lettered panels). ``benchmarks/layout_eval.py --detector-weights`` scores all three.
 """
 
 __all__ = ["parse_figure"]

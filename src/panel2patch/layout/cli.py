@@ -12,7 +12,13 @@ Pixel coordinates of the input image, x2/y2 exclusive; panels in letter order wh
 has a letter, else in reading order. An image that cannot be read gives
 ``{"image": ..., "width": null, "height": null, "panels": [], "error": "..."}`` and the run goes
 on. ``--out -`` writes to stdout. A summary goes to stderr; the exit status is 0 unless the
-output cannot be opened.
+output cannot be opened (or ``--method detector|combined`` is given without usable
+``--detector-weights``).
+
+``--method``: ``splitter`` (default; image analysis only), ``detector`` (the learned detector's
+panel boxes, letters read and attached as usual) or ``combined`` (detector boxes as cut hints
+where the image analysis finds no gutter), as ``layout.method`` in the workflow config. Panels
+found with the detector's help have ``"method": "proposals"``.
 """
 
 from __future__ import annotations
@@ -29,14 +35,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-side", type=int, default=1000,
                         help="analyse a copy whose long side is at most this many pixels (default 1000)")
     parser.add_argument("--no-kind", action="store_true", help="skip the panel-kind classifier")
+    parser.add_argument("--method", default="splitter", choices=["splitter", "detector", "combined"],
+                        help="panel boxes from image analysis (default), the learned detector, or both")
+    parser.add_argument("--detector-weights", metavar="FILE.pt",
+                        help="trained detector (snakemake train_detector: results/models/panel_detector.pt); "
+                             "needed by --method detector|combined")
 
 
-def process_image(path: str, reader: str = "glyph", max_side: int = 1000, kinds: bool = True) -> dict:
+def process_image(path: str, reader: str = "glyph", max_side: int = 1000, kinds: bool = True,
+                  method: str = "splitter", detector=None) -> dict:
     """One image -> one output record (never raises for a bad image)."""
     from .parse import parse_figure
 
     try:
-        res = parse_figure(path, reader=reader, max_side=max_side, kinds=kinds)
+        res = parse_figure(path, reader=reader, max_side=max_side, kinds=kinds, method=method, detector=detector)
     except Exception as exc:  # unreadable, truncated, not an image, or a bug on one figure
         return {"image": path, "width": None, "height": None, "panels": [],
                 "error": f"{type(exc).__name__}: {exc}"}
@@ -45,9 +57,18 @@ def process_image(path: str, reader: str = "glyph", max_side: int = 1000, kinds:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..cli import write_jsonl
+    import sys
 
-    records = (process_image(path, reader=args.reader, max_side=args.max_side, kinds=not args.no_kind)
+    from ..cli import write_jsonl
+    from .parse import load_method
+
+    try:
+        detector = load_method(args.method, args.detector_weights)
+    except (ValueError, OSError, RuntimeError) as exc:  # no weights, a changed file, not a detector
+        print(f"panels: {exc}", file=sys.stderr)
+        return 2
+    records = (process_image(path, reader=args.reader, max_side=args.max_side, kinds=not args.no_kind,
+                             method=args.method, detector=detector)
                for path in args.images)
     write_jsonl(records, args.out_path, "panels: images", items_key="panels")
     return 0

@@ -51,11 +51,10 @@ def glyph_vector(mask: np.ndarray) -> np.ndarray:
     width and position tolerance), then zero-mean / unit-norm; the aspect ratio and the ink
     density are appended, weighted."""
     m = np.asarray(mask, dtype=np.float32)
-    ys, xs = np.nonzero(m > 0.25)
-    if len(ys) == 0:
+    x, y, w, h = cv2.boundingRect((m > 0.25).view(np.uint8))  # the ink's bounding box
+    if w == 0:
         return np.zeros(GRID * GRID + 2, np.float32)
-    m = np.ascontiguousarray(m[ys.min():ys.max() + 1, xs.min():xs.max() + 1])
-    h, w = m.shape
+    m = np.ascontiguousarray(m[y:y + h, x:x + w])
     s = (GRID - 2) / max(h, w)
     nh, nw = max(1, round(h * s)), max(1, round(w * s))
     small = cv2.resize(m, (nw, nh), interpolation=cv2.INTER_LINEAR if s > 1 else cv2.INTER_AREA)
@@ -63,9 +62,12 @@ def glyph_vector(mask: np.ndarray) -> np.ndarray:
     oy, ox = (GRID - nh) // 2, (GRID - nw) // 2
     canvas[oy:oy + nh, ox:ox + nw] = small
     canvas = cv2.GaussianBlur(canvas, (0, 0), BLUR)
-    v = canvas.ravel() - canvas.mean()
-    v /= np.linalg.norm(v) + 1e-6
-    return np.concatenate([v, [0.35 * np.tanh(np.log(h / w)), 0.25 * (float(m.mean()) - 0.4)]]).astype(np.float32)
+    out = np.empty(GRID * GRID + 2, np.float32)
+    v = out[:-2]
+    np.subtract(canvas.ravel(), canvas.mean(), out=v)
+    v /= np.sqrt(v.dot(v)) + 1e-6  # np.linalg.norm(v), as it computes it, without its overhead
+    out[-2:] = (0.35 * np.tanh(np.log(h / w)), 0.25 * (float(m.mean()) - 0.4))
+    return out
 
 
 def _render(ch: str, font) -> np.ndarray | None:
@@ -106,13 +108,14 @@ class GlyphClassifier:
 
     def __init__(self):
         self.feats, self.labels = templates()
+        self.feats_t = np.ascontiguousarray(self.feats.T)  # [d, n]: a contiguous right operand (faster GEMM)
         self.n_classes = len(CLASSES)
 
     def class_scores(self, vectors: np.ndarray) -> np.ndarray:
         """[n, n_classes] best cosine similarity per class."""
         if len(vectors) == 0:
             return np.zeros((0, self.n_classes), np.float32)
-        sims = np.asarray(vectors, np.float32) @ self.feats.T
+        sims = np.asarray(vectors, np.float32) @ self.feats_t
         return sims.reshape(len(vectors), self.n_classes, -1).max(axis=2)
 
     def letter_probs(self, vectors: np.ndarray, temperature: float = 25.0) -> np.ndarray:

@@ -16,8 +16,12 @@ checked on hand-labelled kinds of the development panels (``tests/data/panel_kin
 
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
+
+from .split import line_counts, near_colour
 
 KINDS = ("image", "chart", "diagram", "other")
 
@@ -25,9 +29,34 @@ KINDS = ("image", "chart", "diagram", "other")
 def panel_features(rgb: np.ndarray, bg: np.ndarray | None = None, ink: np.ndarray | None = None) -> dict[str, float]:
     """Statistics of one panel crop (H x W x 3 uint8); ``ink``: its foreground mask if known
     (else pixels differing from ``bg`` by more than 40)."""
+    f = _features(rgb, bg, ink)
+    return {k: f[k] for k in FEATURES} if f["n"] else dict(f)
+
+
+FEATURES = ("n", "white", "sat_mean", "edge_frac", "mid_grad", "hlines", "vlines", "dark")
+
+
+class _Features(dict):
+    """The statistics of :func:`panel_features`, the costly ones computed when first read
+    (``classify_kind`` needs the line counts only for crops that are not images and the colour
+    saturation only for diagrams); the values are those :func:`panel_features` returns."""
+
+    def __init__(self, base: dict, lazy: dict):
+        super().__init__(base)
+        self._lazy = lazy
+
+    def __missing__(self, key):
+        make = self._lazy.get(key)
+        if make is None:
+            raise KeyError(key)
+        value = self[key] = make()
+        return value
+
+
+def _features(rgb: np.ndarray, bg: np.ndarray | None = None, ink: np.ndarray | None = None) -> _Features:
     h, w = rgb.shape[:2]
     if h < 4 or w < 4:
-        return {"n": 0}
+        return _Features({"n": 0}, {})
     full = rgb
     # Work on at most ~192 px on the long side: statistics, not details.
     s = min(1.0, 192.0 / max(h, w))
@@ -35,48 +64,41 @@ def panel_features(rgb: np.ndarray, bg: np.ndarray | None = None, ink: np.ndarra
         rgb = cv2.resize(rgb, (max(4, int(w * s)), max(4, int(h * s))), interpolation=cv2.INTER_AREA)
     paper = np.asarray(bg if bg is not None else (255, 255, 255), np.int16)
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    hsv = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)
-    paper = np.asarray(bg if bg is not None else (255, 255, 255), np.int16)
-    diff = np.abs(rgb.astype(np.int16) - paper).max(axis=2)
-    is_paper = diff <= 25
-    white = float(is_paper.mean())
-    sat = hsv[..., 1].astype(np.float32) / 255.0
-    nonpaper = ~is_paper
-    q = (rgb >> 4).astype(np.int32)
-    codes = (q[..., 0] << 8) | (q[..., 1] << 4) | q[..., 2]
-    counts = np.bincount(codes[nonpaper].ravel(), minlength=4096) if nonpaper.any() else np.zeros(4096)
-    total = max(1, int(nonpaper.sum()))
-    top = np.sort(counts)[::-1]
-    top8 = float(top[:8].sum() / total)  # share of the 8 most common colours among ink pixels
-    n_colours = int((counts >= max(3, 0.002 * total)).sum())
+    is_paper = near_colour(rgb, paper, 25) != 0  # every channel within 25 of the paper colour
+    white = _share(is_paper)
     gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
-    mag = np.hypot(gx, gy)
-    edges = mag > 80
-    edge_frac = float(edges.mean())
+    # Gradient magnitude thresholds on the squared magnitude: Sobel values of uint8 are integers
+    # (|g| <= 1020), so gx^2 + gy^2 is exact in float32 and ``hypot(gx, gy) > t`` is
+    # ``gx^2 + gy^2 > t^2`` (checked on every possible pair), without the slow hypot.
+    mag2 = cv2.add(cv2.multiply(gx, gx), cv2.multiply(gy, gy))
+    edge_frac = _share(mag2 > 80 ** 2)
     # Smooth, textured regions: moderate gradients (photographic tone changes).
-    mid_grad = float(((mag > 8) & (mag <= 80)).mean())
+    mid_grad = _share((mag2 > 8 ** 2) & (mag2 <= 80 ** 2))
+
+    def sat_mean() -> float:
+        nonpaper = ~is_paper
+        if not nonpaper.any():
+            return 0.0
+        sat = cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV)[..., 1].astype(np.float32) / 255.0
+        return float(sat[nonpaper].mean())
+
     # Long straight lines (axes, frames): rows / columns with a long run of ink, on the crop's
     # own resolution so that 1 px axis lines survive.
-    if ink is None:
-        ink = np.abs(full.astype(np.int16) - paper).max(axis=2) > 40
-    hlines = _long_runs(ink, axis=1, frac=0.4)
-    vlines = _long_runs(ink, axis=0, frac=0.4)
-    grey_levels = int(np.count_nonzero(np.bincount(gray[nonpaper].ravel() // 8, minlength=32) > 0.003 * total)) \
-        if nonpaper.any() else 0
-    return {
-        "n": 1,
-        "white": white,
-        "sat_mean": float(sat[nonpaper].mean()) if nonpaper.any() else 0.0,
-        "top8": top8,
-        "n_colours": float(n_colours),
-        "edge_frac": edge_frac,
-        "mid_grad": mid_grad,
-        "hlines": float(hlines),
-        "vlines": float(vlines),
-        "grey_levels": float(grey_levels),
-        "dark": float((gray < 60).mean()),
-    }
+    @functools.cache
+    def ink_mask() -> np.ndarray:
+        return ink if ink is not None else np.abs(full.astype(np.int16) - paper).max(axis=2) > 40
+
+    def lines(axis: int) -> float:
+        return float(_long_runs(ink_mask(), axis=axis, frac=0.4))
+
+    return _Features({"n": 1, "white": white, "edge_frac": edge_frac, "mid_grad": mid_grad, "dark": _share(gray < 60)},
+                     {"sat_mean": sat_mean, "hlines": lambda: lines(1), "vlines": lambda: lines(0)})
+
+
+def _share(mask: np.ndarray) -> float:
+    """Share of True in a bool array (``mask.mean()``, the same value, ten times faster)."""
+    return np.count_nonzero(mask) / mask.size
 
 
 def _long_runs(ink: np.ndarray, axis: int, frac: float) -> int:
@@ -85,8 +107,13 @@ def _long_runs(ink: np.ndarray, axis: int, frac: float) -> int:
     need = int(frac * n)
     if need < 3:
         return 0
+    # Only lines holding at least `need` ink pixels can hold such a run: erode just those.
+    lines = np.flatnonzero(line_counts(ink, 1 - axis) >= need)
+    if len(lines) == 0:
+        return 0
+    sub = ink[lines] if axis == 1 else ink[:, lines]
     kernel = np.ones((1, need), np.uint8) if axis == 1 else np.ones((need, 1), np.uint8)
-    eroded = cv2.erode(ink.view(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    eroded = cv2.erode(np.ascontiguousarray(sub).view(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0)
     return int(eroded.any(axis=axis).sum())
 
 
@@ -115,4 +142,4 @@ def classify_kind(f: dict[str, float]) -> tuple[str, float]:
 
 
 def panel_kind(rgb: np.ndarray, bg: np.ndarray | None = None, ink: np.ndarray | None = None) -> tuple[str, float]:
-    return classify_kind(panel_features(rgb, bg, ink))
+    return classify_kind(_features(rgb, bg, ink))

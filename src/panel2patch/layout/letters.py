@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from .glyphs import classifier, glyph_vector
-from .split import Box, Canvas
+from .split import Box, Canvas, components, median1d
 
 LOWER = string.ascii_lowercase
 KERNEL3 = np.ones((3, 3), np.uint8)
@@ -70,47 +70,178 @@ class Label:
 
 
 def _components(mask: np.ndarray):
-    n, lab, st, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
+    n, lab, st, _ = components(mask)
     return n, lab, st
 
 
 def _boxsum(S: np.ndarray, x1, y1, x2, y2) -> np.ndarray:
     """Sums of a 2-d array over boxes, from its integral image ``S`` (vectorised, clipped)."""
     H, W = S.shape[0] - 1, S.shape[1] - 1
-    x1, x2 = np.clip(x1, 0, W), np.clip(x2, 0, W)
-    y1, y2 = np.clip(y1, 0, H), np.clip(y2, 0, H)
+    # (np.minimum / np.maximum: np.clip's checks cost more than the clipping of a few integers)
+    x1, x2 = np.minimum(np.maximum(x1, 0), W), np.minimum(np.maximum(x2, 0), W)
+    y1, y2 = np.minimum(np.maximum(y1, 0), H), np.minimum(np.maximum(y2, 0), H)
     x2, y2 = np.maximum(x1, x2), np.maximum(y1, y2)
     return S[y2, x2] - S[y1, x2] - S[y2, x1] + S[y1, x1]
 
 
+# Slicing boxes beats integral images while there are fewer glyphs than image pixels / this.
+BOXES_PER_PASS = 2000
+
+
+def _box_counts(a: np.ndarray, x1, y1, x2, y2, table: np.ndarray | None = None) -> np.ndarray:
+    """Per box (integer coordinate arrays, clipped to the image like :func:`_boxsum`): the number
+    of nonzero pixels of ``a`` in it, or, with ``table``, of ``table[a]`` (``a``: labels)."""
+    H, W = a.shape
+    out = np.zeros(len(x1), np.int64)
+    boxes = zip(np.minimum(np.maximum(x1, 0), W).tolist(), np.minimum(np.maximum(y1, 0), H).tolist(),
+                np.minimum(np.maximum(x2, 0), W).tolist(), np.minimum(np.maximum(y2, 0), H).tolist())
+    for k, (bx1, by1, bx2, by2) in enumerate(boxes):
+        if bx2 > bx1 and by2 > by1:
+            sub = a[by1:by2, bx1:bx2]
+            out[k] = np.count_nonzero(table[sub] if table is not None else sub)
+    return out
+
+
+def _lookup(table: np.ndarray, lab: np.ndarray) -> np.ndarray:
+    """``table[lab]`` for a uint8 table over component labels: an OpenCV look-up table when the
+    labels fit in 8 bits, else ``np.take`` (both much faster than fancy indexing)."""
+    if len(table) <= 256:
+        lut = np.zeros(256, np.uint8)
+        lut[:len(table)] = table
+        return cv2.LUT(lab.astype(np.uint8), lut)
+    return np.take(table, lab)
+
+
 def _prefilter(gray: np.ndarray, m: np.ndarray, lab: np.ndarray, st: np.ndarray, idx: np.ndarray,
                hmin: int, hmax: int, polarity: str) -> np.ndarray:
-    """Fast, conservative pre-filter over many glyphs at once (integral images): drop glyphs with
+    """Fast, conservative pre-filter over many glyphs at once (box counts): drop glyphs with
     a glyph-sized neighbour right beside them on their line (inside words), with much ink of
     their polarity around them, or standing on the wrong ground. The full tests in
     :func:`find_candidates` decide for the rest."""
     x, y, w, h = st[1:, 0], st[1:, 1], st[1:, 2], st[1:, 3]
     small = np.zeros(len(st), bool)
     small[1:] = (h <= 1.6 * hmax) & (w <= 3 * hmax) & ~((h >= 0.8 * hmin) & (w <= 0.45 * h))  # not brackets
-    Ss = cv2.integral(small[lab].view(np.uint8))
-    Sm = cv2.integral(m.view(np.uint8))
     ground = (gray >= 150) if polarity == "dark" else (gray <= 110)
-    Sg = cv2.integral(ground.view(np.uint8))
     gx1, gy1, gw, gh = x[idx], y[idx], w[idx], h[idx]
     gx2, gy2 = gx1 + gw, gy1 + gh
     band = np.maximum(1, np.round(0.25 * gh)).astype(np.int64)
     r1, r2 = gy1 + gh // 4, gy2 - gh // 4
-    right = _boxsum(Ss, gx2 + 1, r1, gx2 + 1 + band, r2)
-    left = _boxsum(Ss, gx1 - 1 - band, r1, gx1 - 1, r2)
     pad = np.maximum(2, (0.3 * gh).astype(np.int64))
     ex1, ey1, ex2, ey2 = gx1 - pad, gy1 - pad, gx2 + pad, gy2 + pad
+    # Pixel counts over boxes (small-glyph pixels in the bands beside each glyph; ink and ground
+    # around it): from integral images, or, for few glyphs on a large image, by slicing each box
+    # (the same integers, without three passes over the whole image).
+    if len(idx) * BOXES_PER_PASS < gray.size:
+        table = small.view(np.uint8)
+        counts = [_box_counts(lab, gx2 + 1, r1, gx2 + 1 + band, r2, table),
+                  _box_counts(lab, gx1 - 1 - band, r1, gx1 - 1, r2, table),
+                  _box_counts(m, ex1, ey1, ex2, ey2), _box_counts(m, gx1, gy1, gx2, gy2),
+                  _box_counts(ground, ex1, ey1, ex2, ey2), _box_counts(ground, gx1, gy1, gx2, gy2)]
+    else:
+        Ss = cv2.integral(_lookup(small.view(np.uint8), lab))
+        Sm = cv2.integral(m.view(np.uint8))
+        Sg = cv2.integral(ground.view(np.uint8))
+        counts = [_boxsum(Ss, gx2 + 1, r1, gx2 + 1 + band, r2), _boxsum(Ss, gx1 - 1 - band, r1, gx1 - 1, r2),
+                  _boxsum(Sm, ex1, ey1, ex2, ey2), _boxsum(Sm, gx1, gy1, gx2, gy2),
+                  _boxsum(Sg, ex1, ey1, ex2, ey2), _boxsum(Sg, gx1, gy1, gx2, gy2)]
+    right, left, ink_out, ink_in, ground_out, ground_in = counts
     H, W = gray.shape
-    ring_area = (np.clip(ex2, 0, W) - np.clip(ex1, 0, W)) * (np.clip(ey2, 0, H) - np.clip(ey1, 0, H)) - gw * gh
+    ring_area = (np.minimum(np.maximum(ex2, 0), W) - np.minimum(np.maximum(ex1, 0), W)) * \
+        (np.minimum(np.maximum(ey2, 0), H) - np.minimum(np.maximum(ey1, 0), H)) - gw * gh
     ring_area = np.maximum(ring_area, 1)
-    ring_ink = (_boxsum(Sm, ex1, ey1, ex2, ey2) - _boxsum(Sm, gx1, gy1, gx2, gy2)) / ring_area
-    ring_ground = (_boxsum(Sg, ex1, ey1, ex2, ey2) - _boxsum(Sg, gx1, gy1, gx2, gy2)) / ring_area
+    ring_ink = (ink_out - ink_in) / ring_area
+    ring_ground = (ground_out - ground_in) / ring_area
     keep = (right == 0) & (left == 0) & (ring_ink <= 0.3) & (ring_ground >= 0.45)
     return idx[keep]
+
+
+def _context(x, y, w, h, idx) -> dict[str, np.ndarray]:
+    """The context tests of :func:`find_candidates` for all glyphs ``idx`` of one mask at once
+    (components given by their boxes ``x, y, w, h``). A glyph's context: the other components
+    whose top edge lies from 2 glyph heights above it to 1 below it, and which reach within 2
+    heights left or right of it.
+
+    * an i/j dot (a small component just above, overlapping horizontally; the first in top-edge
+      order) joins the glyph and leaves the context;
+    * brackets and a period beside the glyph on its line widen its label box (``lx1`` ... ``ly2``);
+    * ``keep`` is False for a glyph that is part of a word: a glyph-sized neighbour on the same line
+      closer than a word space, or (rotated text) directly above / below;
+    * ``word_gap``: a glyph-sized neighbour on its line within a word space.
+
+    Returns per-glyph arrays (aligned with ``idx``): gx1, gy1, gx2, gy2 (glyph + dot), lx1, ly1,
+    lx2, ly2, dot (component index or -1), keep, word_gap."""
+    K = len(idx)
+    order = np.argsort(y, kind="stable")
+    ys_sorted = y[order]
+    bx1, by1, bw, bh = x[order], y[order], w[order], h[order]
+    bx2, by2 = bx1 + bw, by1 + bh
+    gx1, gy1 = x[idx].astype(np.int64), y[idx].astype(np.int64)
+    gx2, gy2 = gx1 + w[idx], gy1 + h[idx]
+    gh = gy2 - gy1
+    lo = np.searchsorted(ys_sorted, gy1 - 2 * gh)
+    hi = np.searchsorted(ys_sorted, gy2 + gh)
+    # (glyph, component) pairs, glyph by glyph, components in top-edge order
+    cnt = hi - lo
+    seg = np.repeat(np.arange(K), cnt)
+    rows = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt) + np.repeat(lo, cnt)
+    sel = (bx1[rows] < (gx2 + 2 * gh)[seg]) & (bx2[rows] > (gx1 - 2 * gh)[seg]) & (order[rows] != idx[seg])
+    seg, rows = seg[sel], rows[sel]
+    cx1, cy1, cw, ch, cx2, cy2 = bx1[rows], by1[rows], bw[rows], bh[rows], bx2[rows], by2[rows]
+    # i/j dot: a small component just above, overlapping horizontally.
+    g = seg
+    dot = (cx1 < gx2[g]) & (cx2 > gx1[g]) & (cy2 <= gy1[g] + 1) & (cy2 >= gy1[g] - 0.5 * gh[g]) & \
+          (cw <= 0.8 * gh[g]) & (ch <= 0.5 * gh[g])
+    dot_comp = np.full(K, -1, np.int64)
+    if dot.any():
+        first_glyph, first = np.unique(seg[dot], return_index=True)
+        j = order[rows[dot][first]]
+        dot_comp[first_glyph] = j
+        gx1[first_glyph] = np.minimum(gx1[first_glyph], x[j])
+        gy1[first_glyph] = np.minimum(gy1[first_glyph], y[j])
+        gx2[first_glyph] = np.maximum(gx2[first_glyph], x[j] + w[j])
+        gh = gy2 - gy1
+        # a glyph with a dot leaves every dot-like component out of its context
+        drop = dot & (dot_comp[seg] >= 0)
+        keep_pair = ~drop
+        seg, cx1, cy1, cw, ch, cx2, cy2 = (v[keep_pair] for v in (seg, cx1, cy1, cw, ch, cx2, cy2))
+    g = seg
+    G = gh[g]
+    # Same-line neighbours (vertical overlap > 40 % of the glyph).
+    ov = np.minimum(cy2, gy2[g]) - np.maximum(cy1, gy1[g])
+    same_line = ov > 0.4 * G
+    gap_r = cx1 - gx2[g]
+    gap_l = gx1[g] - cx2
+    # Brackets and a period beside the glyph belong to the label.
+    bracket = same_line & (ch >= 0.8 * G) & (ch <= 1.6 * G) & (cw <= 0.45 * G) & \
+        (((gap_r >= -1) & (gap_r <= 0.35 * G)) | ((gap_l >= -1) & (gap_l <= 0.35 * G)))
+    period = same_line & (ch <= 0.3 * G) & (cw <= 0.3 * G) & (gap_r >= -1) & (gap_r <= 0.3 * G) & \
+        (cy2 >= gy2[g] - 0.25 * G)
+    extra = bracket | period
+    lx1, ly1, lx2, ly2 = gx1.copy(), gy1.copy(), gx2.copy(), gy2.copy()
+    if extra.any():
+        e = seg[extra]
+        np.minimum.at(lx1, e, cx1[extra])
+        np.minimum.at(ly1, e, cy1[extra])
+        np.maximum.at(lx2, e, cx2[extra])
+        np.maximum.at(ly2, e, cy2[extra])
+    L1, T1, L2, T2 = lx1[g], ly1[g], lx2[g], ly2[g]
+    # Part of a word: a glyph-sized neighbour on the same line, closer than a word space,
+    # or (rotated text) directly above / below.
+    glyphlike = (ch <= 1.6 * G) & (cw <= 3 * G) & (cw * ch >= 3)
+    others = same_line & ~extra & glyphlike
+    near = others & (((cx1 >= L2 - 1) & (cx1 - L2 < 0.3 * G)) | ((cx2 <= L1 + 1) & (L1 - cx2 < 0.3 * G)) |
+                     ((cx1 < L2) & (cx2 > L1)))
+    hov = np.minimum(cx2, L2) - np.maximum(cx1, L1)
+    column = glyphlike & (hov > 0.4 * (L2 - L1)) & (np.maximum(ch, cw) >= 0.4 * G)
+    vgap = np.where(cy1 >= T2 - 1, cy1 - T2, T1 - cy2)
+    word_gap = others & (((cx1 >= L2 - 1) & (cx1 - L2 < 0.8 * G)) | ((cx2 <= L1 + 1) & (L1 - cx2 < 0.8 * G)))
+
+    def count(mask):
+        return np.bincount(seg[mask], minlength=K)
+
+    keep = (count(near) == 0) & (count(column & (vgap < 0.3 * G)) == 0) & (count(column & (vgap < 0.6 * G)) < 2)
+    return {"gx1": gx1, "gy1": gy1, "gx2": gx2, "gy2": gy2, "lx1": lx1, "ly1": ly1, "lx2": lx2, "ly2": ly2,
+            "dot": dot_comp, "keep": keep, "word_gap": count(word_gap) > 0}
 
 
 def find_candidates(canvas: Canvas, max_candidates: int = 100) -> list[Candidate]:
@@ -147,60 +278,13 @@ def find_candidates(canvas: Canvas, max_candidates: int = 100) -> list[Candidate
             continue
         if len(idx) > max_candidates:  # keep the tallest glyphs (labels are rarely smaller than text)
             idx = idx[np.argsort(-h[idx], kind="stable")[:max_candidates]]
-        # Context for isolation tests: the components of this mask, sorted by top edge so each
-        # glyph only looks at its neighbourhood.
-        order = np.argsort(y, kind="stable")
-        ys_sorted = y[order]
-        for i in idx:
-            gx1, gy1, gx2, gy2 = int(x[i]), int(y[i]), int(x[i] + w[i]), int(y[i] + h[i])
+        ctx = _context(x, y, w, h, idx)
+        kept = np.flatnonzero(ctx["keep"])
+        # Per glyph as Python ints / bools (one conversion per array, not per value).
+        rows = zip(idx[kept].tolist(), *(ctx[c][kept].tolist() for c in
+                                         ("gx1", "gy1", "gx2", "gy2", "lx1", "ly1", "lx2", "ly2", "dot", "word_gap")))
+        for i, gx1, gy1, gx2, gy2, lx1, ly1, lx2, ly2, dot_j, word_gap in rows:
             gh = gy2 - gy1
-            lo, hi = np.searchsorted(ys_sorted, [gy1 - 2 * gh, gy2 + gh])
-            ctx = order[lo:hi]
-            ctx = ctx[(ctx != i) & (x[ctx] < gx2 + 2 * gh) & (x[ctx] + w[ctx] > gx1 - 2 * gh)]
-            cx1, cy1, cw, ch = x[ctx], y[ctx], w[ctx], h[ctx]
-            cx2, cy2 = cx1 + cw, cy1 + ch
-            # i/j dot: a small component just above, overlapping horizontally.
-            dot = (cx1 < gx2) & (cx2 > gx1) & (cy2 <= gy1 + 1) & (cy2 >= gy1 - 0.5 * gh) & \
-                  (cw <= 0.8 * gh) & (ch <= 0.5 * gh)
-            dot_ids = ctx[dot]
-            if len(dot_ids):
-                j = dot_ids[0]
-                gx1, gy1 = min(gx1, int(x[j])), min(gy1, int(y[j]))
-                gx2 = max(gx2, int(x[j] + w[j]))
-                gh = gy2 - gy1
-                keep_ctx = ~dot
-                ctx, cx1, cy1, cw, ch, cx2, cy2 = (v[keep_ctx] for v in (ctx, cx1, cy1, cw, ch, cx2, cy2))
-            # Same-line neighbours (vertical overlap > 40 % of the glyph).
-            ov = np.minimum(cy2, gy2) - np.maximum(cy1, gy1)
-            same_line = ov > 0.4 * gh
-            gap_r = cx1 - gx2
-            gap_l = gx1 - cx2
-            # Brackets and a period beside the glyph belong to the label.
-            bracket = same_line & (ch >= 0.8 * gh) & (ch <= 1.6 * gh) & (cw <= 0.45 * gh) & \
-                (((gap_r >= -1) & (gap_r <= 0.35 * gh)) | ((gap_l >= -1) & (gap_l <= 0.35 * gh)))
-            period = same_line & (ch <= 0.3 * gh) & (cw <= 0.3 * gh) & (gap_r >= -1) & (gap_r <= 0.3 * gh) & \
-                (cy2 >= gy2 - 0.25 * gh)
-            extra = bracket | period
-            lx1, ly1, lx2, ly2 = gx1, gy1, gx2, gy2
-            if extra.any():
-                lx1 = min(lx1, int(cx1[extra].min()))
-                ly1 = min(ly1, int(cy1[extra].min()))
-                lx2 = max(lx2, int(cx2[extra].max()))
-                ly2 = max(ly2, int(cy2[extra].max()))
-            # Part of a word: a glyph-sized neighbour on the same line, closer than a word space,
-            # or (rotated text) directly above / below.
-            glyphlike = (ch <= 1.6 * gh) & (cw <= 3 * gh) & (cw * ch >= 3)
-            others = same_line & ~extra & glyphlike
-            near = others & (((cx1 >= lx2 - 1) & (cx1 - lx2 < 0.3 * gh)) | ((cx2 <= lx1 + 1) & (lx1 - cx2 < 0.3 * gh)) |
-                             ((cx1 < lx2) & (cx2 > lx1)))
-            if near.any():
-                continue
-            hov = np.minimum(cx2, lx2) - np.maximum(cx1, lx1)
-            column = glyphlike & (hov > 0.4 * (lx2 - lx1)) & (np.maximum(ch, cw) >= 0.4 * gh)
-            vgap = np.where(cy1 >= ly2 - 1, cy1 - ly2, ly1 - cy2)
-            if (column & (vgap < 0.3 * gh)).any() or (column & (vgap < 0.6 * gh)).sum() >= 2:
-                continue
-            word_gap = others & (((cx1 >= lx2 - 1) & (cx1 - lx2 < 0.8 * gh)) | ((cx2 <= lx1 + 1) & (lx1 - cx2 < 0.8 * gh)))
             # Light glyphs must stand on a dark ground, dark glyphs on a light one.
             pad = max(2, int(0.3 * gh))
             rx1, ry1, rx2, ry2 = max(0, lx1 - pad), max(0, ly1 - pad), min(W, lx2 + pad), min(H, ly2 + pad)
@@ -222,24 +306,32 @@ def find_candidates(canvas: Canvas, max_candidates: int = 100) -> list[Candidate
             # Isolation: how much of the ring is ink of the same polarity.
             if ink_ring > 0.25:
                 continue
-            isolation = (1.0 - ink_ring) * (0.6 if word_gap.any() else 1.0)
+            isolation = (1.0 - ink_ring) * (0.6 if word_gap else 1.0)
             sub = lab[gy1:gy2, gx1:gx2]
             comp = sub == (i + 1)
-            if len(dot_ids):
-                comp |= sub == (dot_ids[0] + 1)
-            # Soft ink (anti-aliasing) inside the component's dilated footprint.
-            g = gray[gy1:gy2, gx1:gx2].astype(np.float32)
+            if dot_j >= 0:
+                comp |= sub == (dot_j + 1)
+            # Soft ink (anti-aliasing) inside the component's dilated footprint (float32, in place).
+            gsub = gray[gy1:gy2, gx1:gx2]
+            ink = gsub.astype(np.float32)
             if polarity == "dark":
-                ink = np.clip((ring_mean - g) / max(ring_mean - float(g.min()), 1.0), 0, 1)
+                den = max(ring_mean - float(gsub.min()), 1.0)
+                np.subtract(ring_mean, ink, out=ink)
             else:
-                ink = np.clip((g - ring_mean) / max(float(g.max()) - ring_mean, 1.0), 0, 1)
+                den = max(float(gsub.max()) - ring_mean, 1.0)
+                ink -= ring_mean
+            ink /= den
+            np.maximum(ink, 0, out=ink)
+            np.minimum(ink, 1, out=ink)
             ink *= cv2.dilate(comp.view(np.uint8), KERNEL3)
             # Coloured glyphs are mostly annotations (legend entries, markers); labels are
-            # printed black, or white on pictures.
-            px = canvas.rgb[gy1:gy2, gx1:gx2][comp]
-            if len(px):
-                mx = px.max(axis=1).astype(np.float32)
-                sat = float(np.mean((mx - px.min(axis=1)) / np.maximum(mx, 1.0)))
+            # printed black, or white on pictures. (Channel max / min over the box, then the
+            # glyph's pixels: the same values, in the same order, as per pixel over its pixels.)
+            r, g, b = cv2.split(canvas.rgb[gy1:gy2, gx1:gx2])
+            mx = cv2.max(cv2.max(r, g), b)[comp]
+            if len(mx):
+                mx = mx.astype(np.float32)
+                sat = float(((mx - cv2.min(cv2.min(r, g), b)[comp]) / np.maximum(mx, 1.0)).mean())
                 if sat > 0.35:
                     isolation *= 0.6
             out.append(Candidate(box=(gx1, gy1, gx2, gy2), label_box=(lx1, ly1, lx2, ly2), mask=ink,
@@ -436,7 +528,7 @@ def _grow_run(P, heights, centers, a0, rel, size_tol, min_prob, tops, lefts, max
     k, skipped = 1, False
     xh = heights / 1.0  # candidate heights
     while k < max_letters:
-        ref = float(np.median([heights[i] / rel[kk] for kk, i in chosen.items()]))
+        ref = median1d([heights[i] / rel[kk] for kk, i in chosen.items()])
         pick = _next_letter(P, xh / rel[k], centers, used, chosen, k, ref, size_tol, min_prob, tops, lefts)
         if pick is None and not skipped and k + 1 < max_letters:
             after = _next_letter(P, xh / rel[k + 1], centers, used, chosen, k + 1, ref, size_tol, 0.75, tops, lefts)
@@ -489,7 +581,7 @@ def _fill_gaps(P, heights, centers, chosen, rel, size_tol, min_prob, tops, lefts
     for k in range(1, max(chosen)):
         if k in chosen:
             continue
-        ref = float(np.median([heights[i] / rel[kk] for kk, i in chosen.items()]))
+        ref = median1d([heights[i] / rel[kk] for kk, i in chosen.items()])
         used = set(chosen.values())
         pick = _next_letter(P, heights / rel[k], centers, used, chosen, k, ref, size_tol,
                             min_prob, tops, lefts)

@@ -17,6 +17,14 @@ two letters were found (one panel per letter, the unit a letter refers to) or
 :func:`.split.split_unlabelled` otherwise (leaf panels; a single-panel figure gives one panel),
 then :func:`.kind.panel_kind` on each crop.
 
+Methods (:data:`METHODS`, ``layout.method``): ``splitter`` is the above. ``detector``: the learned
+detector's panel boxes (score >= 0.5, on the working copy) replace the gutter cuts as the panels
+that letters group (a figure where it finds none is one panel). ``combined``: the above, with the
+detector's boxes as cut hints where no clean or soft gutter separates the letters of a region
+(panels that touch), before falling back to component assignment; ``"method": "proposals"``
+marks panels cut that way. Measured (``benchmarks/layout_eval.py``): on the dev and EXSCLAIM
+figures the image analysis always finds a gutter, so ``combined`` equals ``splitter`` there.
+
 ``score`` is a heuristic confidence, not a calibrated probability: for lettered panels the
 letter's reading certainty times a factor for how the box was found (clean gutter cut 1.0,
 component assignment 0.8); for unlettered panels 0.9 for a gutter cut, 0.7 for a whole-image
@@ -52,7 +60,7 @@ def _region_ok(canvas: Canvas, region) -> bool:
 
 
 def _split_with_letters(canvas: Canvas, cands, rounds: int = 6, proposals=None, n_runs: int = 4,
-                        max_tries: int = 4):
+                        max_tries: int = 4, detections=None):
     """Choose the letter run and split by it.
 
     Each round splits by the best few candidate runs and keeps the one whose panels are all
@@ -69,7 +77,7 @@ def _split_with_letters(canvas: Canvas, cands, rounds: int = 6, proposals=None, 
         best = None
         for rank, labels in enumerate(runs):
             anchors = [Anchor(lab.box, k) for k, lab in enumerate(labels)]
-            regions = split_labelled(canvas, anchors, proposals=proposals)
+            regions = split_labelled(canvas, anchors, proposals=proposals, detections=detections)
             bad = [r.anchors[0].key for r in regions if not _region_ok(canvas, r)]
             if best is None or (len(bad), rank) < (len(best[2]), best[3]):
                 best = (labels, regions, bad, rank)
@@ -91,7 +99,7 @@ def _split_with_letters(canvas: Canvas, cands, rounds: int = 6, proposals=None, 
                 n_bad, n_lab = 99, 0
                 if runs2:
                     anchors = [Anchor(lab.box, j) for j, lab in enumerate(runs2[0])]
-                    regs2 = split_labelled(canvas, anchors, proposals=proposals)
+                    regs2 = split_labelled(canvas, anchors, proposals=proposals, detections=detections)
                     n_bad = sum(not _region_ok(canvas, r) for r in regs2)
                     n_lab = len(runs2[0])
                 options.append((n_bad, -n_lab, labels[k].score, ex, c))
@@ -99,7 +107,8 @@ def _split_with_letters(canvas: Canvas, cands, rounds: int = 6, proposals=None, 
     return None
 
 
-def parse_canvas(canvas: Canvas, reader: str = "glyph", proposals=None, kinds: bool = True) -> dict:
+def parse_canvas(canvas: Canvas, reader: str = "glyph", proposals=None, kinds: bool = True,
+                 detections=None) -> dict:
     cands = find_candidates(canvas)
     if reader == "tesseract":
         read_tesseract(cands)
@@ -107,7 +116,7 @@ def parse_canvas(canvas: Canvas, reader: str = "glyph", proposals=None, kinds: b
         read_glyph(cands)
     panels = []
     method = "gutters"
-    found = _split_with_letters(canvas, cands, proposals=proposals)
+    found = _split_with_letters(canvas, cands, proposals=proposals, detections=detections)
     if found:
         labels, regions = found
         if True:
@@ -147,15 +156,67 @@ def parse_canvas(canvas: Canvas, reader: str = "glyph", proposals=None, kinds: b
     return {"width": canvas.width, "height": canvas.height, "panels": out, "method": method, "reader": reader}
 
 
-def parse_figure(image, *, reader: str = "glyph", max_side: int = 1000, proposals=None, kinds: bool = True) -> dict:
+def parse_figure(image, *, reader: str = "glyph", max_side: int = 1000, proposals=None, kinds: bool = True,
+                 detector=None, method: str = "splitter") -> dict:
     """Parse one figure (PIL image or path). Raises on an unreadable image (the CLI and the
     stage catch that and record it).
 
     ``reader``: ``"glyph"`` (rendered-glyph classifier, fast) or ``"tesseract"`` (one tesseract
-    call per figure). ``proposals``: optional panel boxes from another source (e.g. a learned
-    detector) in input-image pixels; letters then group those boxes instead of the gutter cuts."""
+    call per figure). ``proposals``: optional panel boxes from another source in input-image
+    pixels; letters then group those boxes instead of the gutter cuts.
+
+    ``method`` (see :data:`METHODS`): ``"splitter"`` (image analysis only), ``"detector"`` (the
+    learned ``detector``'s panel boxes are the proposals) or ``"combined"`` (the detector's boxes
+    are cut hints where the image analysis finds no gutter; see :mod:`.split`). ``detector`` is a
+    model from :func:`.detector.load_detector`, needed for the last two."""
+    if method not in METHODS:
+        raise ValueError(f"unknown layout method {method!r} (one of {', '.join(METHODS)})")
     canvas = prepare(image, max_side=max_side)
     if proposals:
         s = canvas.scale
         proposals = [(int(b[0] * s), int(b[1] * s), int(np.ceil(b[2] * s)), int(np.ceil(b[3] * s))) for b in proposals]
-    return parse_canvas(canvas, reader=reader, proposals=proposals, kinds=kinds)
+    detections = None
+    if method != "splitter":
+        if detector is None:
+            raise ValueError(f"layout method {method!r} needs a detector (layout.detector_weights)")
+        detections = detected_panels(detector, canvas)
+        if method == "detector":  # the detector's boxes are the panels; none found: one panel
+            proposals, detections = detections or [canvas.area], None
+    return parse_canvas(canvas, reader=reader, proposals=proposals, kinds=kinds, detections=detections)
+
+
+METHODS = ("splitter", "detector", "combined")
+DETECTOR_SCORE = 0.5  # the detector's operating point (layout.detector docstring: F1 at score >= 0.5)
+
+
+def detected_panels(detector, canvas: Canvas, score_threshold: float = DETECTOR_SCORE) -> list[tuple]:
+    """The detector's panel boxes on the working copy, in working coordinates (integers), best first.
+    The detector resizes its input to its own ``image_size``, so the working copy (long side
+    ``max_side``) loses nothing it would see, and the figure is decoded only once."""
+    from .detector import detect_panels
+
+    H, W = canvas.shape
+    out = []
+    for p in detect_panels(detector, canvas.rgb, score_threshold):
+        x1, y1, x2, y2 = p["bbox"]
+        box = (max(0, int(x1)), max(0, int(y1)), min(W, int(np.ceil(x2))), min(H, int(np.ceil(y2))))
+        if box[2] > box[0] and box[3] > box[1]:
+            out.append(box)
+    return out
+
+
+def load_method(method: str = "splitter", detector_weights=None, threads: int = 1):
+    """The detector a layout ``method`` needs (None for ``"splitter"``), loaded once per process
+    with ``threads`` torch threads; raises when ``detector_weights`` is missing."""
+    if method not in METHODS:
+        raise ValueError(f"unknown layout method {method!r} (one of {', '.join(METHODS)})")
+    if method == "splitter":
+        return None
+    if not detector_weights:
+        raise ValueError(f"layout method {method!r} needs detector weights (layout.detector_weights / --detector-weights)")
+    import torch
+
+    from .detector import load_detector
+
+    torch.set_num_threads(int(threads))
+    return load_detector(detector_weights)

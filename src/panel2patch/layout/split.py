@@ -27,9 +27,16 @@ figure.
    content (an image, a plot frame: a connected component large relative to the figure and to its
    text), so text fragments (axis titles, legends, stray letters) stay with their panel.
 
-A learned detector can be plugged in as another proposal source: :func:`split_labelled` and
-:func:`split_unlabelled` accept ``proposals`` (boxes in working coordinates) that replace the cut
-leaves as the atoms that letters group (see ``parse.parse_figure(proposals=...)``).
+A learned detector can be plugged in two ways (boxes in working coordinates):
+
+* ``proposals`` replace the cut leaves as the atoms that letters group (the ``detector`` layout
+  method, see ``parse.parse_figure(proposals=...)``);
+* ``detections`` are *cut hints* (the ``combined`` method): where letters remain to be separated
+  and no gutter (clean or soft) does it, i.e. panels that touch, a line between the detected
+  panels (crossing none of them) that separates the letters is cut before falling back to
+  component assignment. Gutter cuts come first, so a figure the image analysis can cut is cut
+  exactly as without a detector; figures without letters are not cut by the detector (a
+  detector that sees several panels in one diagram or photo would split a single-panel figure).
 """
 
 from __future__ import annotations
@@ -62,6 +69,8 @@ class Canvas:
     area: Box  # working-coordinate region inside an outer frame line (or the whole image)
     text_h: float = 0.0  # typical glyph height in working pixels (median of glyph-like components)
     comps: np.ndarray | None = field(default=None, repr=False)  # cv2 stats of fg components (x, y, w, h, area)
+    # separator-line flags per (box, axis), from ``fg`` and ``gray`` (which stay unchanged)
+    line_cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -74,6 +83,26 @@ class Canvas:
                 min(self.width, int(np.ceil(x2 / s))), min(self.height, int(np.ceil(y2 / s)))]
 
 
+def components(mask: np.ndarray):
+    """8-connected components of a bool/uint8 mask: ``(n, labels, stats, centroids)`` as
+    ``cv2.connectedComponentsWithStats`` gives them. Labels are 16-bit when they fit (the same
+    labelling, written and read faster), else 32-bit."""
+    m = mask.view(np.uint8) if mask.dtype == bool else mask
+    try:
+        return cv2.connectedComponentsWithStats(m, connectivity=8, ltype=cv2.CV_16U)
+    except cv2.error:  # more than 65535 components
+        return cv2.connectedComponentsWithStats(m, connectivity=8)
+
+
+def near_colour(rgb: np.ndarray, colour, tol: int) -> np.ndarray:
+    """uint8 mask, 255 where every channel of ``rgb`` (H x W x 3 uint8) is within ``tol`` of
+    ``colour`` (0-255 per channel), else 0: ``(np.abs(rgb - colour) <= tol).all(axis=2)`` in one
+    OpenCV pass."""
+    lo = tuple(float(max(0, int(c) - tol)) for c in colour)
+    hi = tuple(float(min(255, int(c) + tol)) for c in colour)
+    return cv2.inRange(rgb, lo, hi)
+
+
 def load_rgb(image) -> Image.Image:
     """PIL image or path -> fully decoded RGB PIL image (raises on unreadable input)."""
     if isinstance(image, Image.Image):
@@ -84,18 +113,35 @@ def load_rgb(image) -> Image.Image:
     return to_rgb(img)
 
 
+def median1d(values) -> float:
+    """``float(np.median(values))`` for a non-empty 1-d integer or float32 sequence without NaN, the
+    same value without np.median's overhead: the middle element, or the mean of the two middle
+    elements computed in the values' own dtype (as numpy does)."""
+    a = np.asarray(values)
+    n = a.size
+    if n == 0:
+        return float(np.median(a))
+    part = np.partition(a, [(n - 1) // 2, n // 2]) if n > 2 else np.sort(a)
+    lo, hi = part[(n - 1) // 2], part[n // 2]
+    if n % 2:
+        return float(hi)
+    if a.dtype.kind in "iub":
+        return (float(lo) + float(hi)) / 2
+    return float((lo + hi) / 2)
+
+
 def _frame_depth(lines: np.ndarray, max_depth: int) -> int:
     """How many outermost lines (rows of ``lines``, outermost first) form a dark, uniform frame
     line with light paper just inside it (MedICaT-style 2 px frames)."""
     depth = 0
     for i in range(min(max_depth, len(lines) - 1)):
         line = lines[i].astype(np.int16)
-        med = float(np.median(line))
+        med = median1d(line)
         if med < 160 and np.mean(np.abs(line - med) < 30) >= 0.9:
             depth = i + 1
         else:
             break
-    if depth and float(np.median(lines[depth])) < 200:
+    if depth and median1d(lines[depth]) < 200:
         return 0
     return depth
 
@@ -118,6 +164,16 @@ def paper_colour(ring: np.ndarray) -> tuple[np.ndarray, str]:
     lum = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
     paper = "light" if lum >= 200 and int(colour.max()) - int(colour.min()) < 40 else ("dark" if lum <= 60 else "other")
     return colour, paper
+
+
+def _uniform_white(g: np.ndarray, axis: int) -> np.ndarray:
+    """Rows (axis=0) / columns (axis=1) of uint8 ``g`` with mean > 215 and std < 6. The means come
+    from exact integer sums (equal to numpy's float64 means); the standard deviations, numpy's as
+    before, only when some line is that bright (else no line qualifies)."""
+    bright = line_counts(g, axis) / g.shape[1 - axis] > 215
+    if not bright.any():
+        return bright
+    return (g.std(axis=1 - axis) < 6) & bright
 
 
 def prepare(image, max_side: int = 1000) -> Canvas:
@@ -159,24 +215,30 @@ def prepare(image, max_side: int = 1000) -> Canvas:
         # Pictures touching the border (a dark mosaic): full-length uniform white rows or
         # columns inside the figure are gutters, so the paper is white after all.
         g = gray[y1:y2, x1:x2]
-        lines = np.concatenate([g[:, (g.std(axis=0) < 6) & (g.mean(axis=0) > 215)].ravel(),
-                                g[(g.std(axis=1) < 6) & (g.mean(axis=1) > 215)].ravel()])
+        lines = np.concatenate([g[:, _uniform_white(g, 1)].ravel(), g[_uniform_white(g, 0)].ravel()])
         if lines.size:
             bg, paper = np.full(3, int(np.median(lines)), np.uint8), "light"
-    r, g_, b = cv2.split(rgb)
-    diff = cv2.max(cv2.max(cv2.absdiff(r, int(bg[0])), cv2.absdiff(g_, int(bg[1]))), cv2.absdiff(b, int(bg[2])))
-    fg = diff > FG_DIFF
+    fg = near_colour(rgb, bg, FG_DIFF) == 0  # a channel differs by more than FG_DIFF
     fg[:y1] = False
     fg[y2:] = False
     fg[:, :x1] = False
     fg[:, x2:] = False
     # Drop specks (JPEG noise, dust): components of a few pixels.
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(fg.view(np.uint8), connectivity=8)
+    n, lab, stats, _ = components(fg)
     min_area = max(2, int(round(1e-6 * h * w)))
     small = (stats[:, cv2.CC_STAT_AREA] <= min_area) & (np.maximum(stats[:, 2], stats[:, 3]) <= 2)
     small[0] = False
     if small.any():
-        fg &= ~small[lab]
+        # A speck lies inside its box of at most 2 x 2 pixels: clear its pixels there (the same
+        # as ``fg &= ~small[lab]``, without a pass over the whole image).
+        ids = np.flatnonzero(small)
+        for dy in (0, 1):
+            for dx in (0, 1):
+                inside = (dx < stats[ids, 2]) & (dy < stats[ids, 3])
+                i = ids[inside]
+                ys, xs = stats[i, 1] + dy, stats[i, 0] + dx
+                mine = lab[ys, xs] == i
+                fg[ys[mine], xs[mine]] = False
         keep = ~small
         keep[0] = False
         stats = stats[keep]
@@ -198,7 +260,7 @@ def estimate_text_height(canvas: Canvas) -> float:
     ok = (ch >= 5) & (ch <= 0.08 * min(h, w) + 5) & (cw <= 1.5 * ch) & (cw >= 0.15 * ch) & (ca >= 0.15 * ch * cw)
     if ok.sum() < 5:
         return max(6.0, 0.015 * min(h, w))
-    return float(np.median(ch[ok]))
+    return median1d(ch[ok])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -220,29 +282,71 @@ def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
     """Runs [start, end) of True in a 1-d bool array."""
     if len(flags) == 0:
         return []
-    d = np.diff(np.concatenate([[0], flags.view(np.int8), [0]]))
-    return list(zip(np.flatnonzero(d == 1).tolist(), np.flatnonzero(d == -1).tolist()))
+    padded = np.zeros(len(flags) + 2, bool)
+    padded[1:-1] = flags
+    edges = np.flatnonzero(padded[1:] != padded[:-1]).tolist()  # starts and ends, alternating
+    return list(zip(edges[::2], edges[1::2]))
+
+
+def line_counts(a: np.ndarray, axis: int) -> np.ndarray:
+    """Sum per row (axis=0) or column (axis=1) of a 2-d bool or uint8 array (int32): the number
+    of True per line, ``a.sum(axis=1 - axis)``, exact integers, by OpenCV (several times faster
+    than numpy)."""
+    a = a.view(np.uint8) if a.dtype == bool else a
+    if a.size == 0:
+        return np.zeros(a.shape[axis], np.int32)
+    if a.strides[1] != 1:  # not an OpenCV-compatible layout (a transposed view): numpy
+        return a.sum(axis=1 - axis, dtype=np.int32)
+    return cv2.reduce(a, 1 - axis, cv2.REDUCE_SUM, dtype=cv2.CV_32S).reshape(-1)
+
+
+def line_share(mask: np.ndarray, axis: int) -> np.ndarray:
+    """Share of True per row (axis=0) or column (axis=1) of a bool mask: ``mask.mean(axis=1 -
+    axis)``, the same float64 values, a few times faster."""
+    return line_counts(mask, axis) / mask.shape[1 - axis]
 
 
 def _line_flags(canvas: Canvas, box: Box, axis: int) -> np.ndarray:
-    """Rows (axis=0) or columns (axis=1) of ``box`` that are thin uniform separator lines."""
+    """Rows (axis=0) or columns (axis=1) of ``box`` that are thin uniform separator lines
+    (read-only: cached per canvas, box and axis; the cuts ask for the same boxes repeatedly)."""
+    key = (box, axis)
+    flags = canvas.line_cache.get(key)
+    if flags is None:
+        flags = canvas.line_cache[key] = _find_line_flags(canvas, box, axis)
+        flags.flags.writeable = False
+    return flags
+
+
+def _find_line_flags(canvas: Canvas, box: Box, axis: int) -> np.ndarray:
     x1, y1, x2, y2 = box
     fg = canvas.fg[y1:y2, x1:x2]
     length = fg.shape[1] if axis == 0 else fg.shape[0]
     if length < 20:
         return np.zeros(fg.shape[axis], bool)
-    full = fg.mean(axis=1 - axis) >= 0.92
+    full = line_share(fg, axis) >= 0.92
     if not full.any():
         return full
-    gray = canvas.gray[y1:y2, x1:x2].astype(np.float32)
-    std = gray.std(axis=1 - axis)
-    mean = gray.mean(axis=1 - axis)
+    gray = canvas.gray[y1:y2, x1:x2]
+    if axis == 0:
+        # Colour statistics of the full rows only: each row is reduced on its own, so the values
+        # are those over the whole box. (Not so for columns: numpy sums a column subset in
+        # another order, with other rounding.)
+        rows = np.flatnonzero(full)
+        std = np.zeros(len(full), np.float32)
+        mean = np.zeros(len(full), np.float32)
+        sub = gray[rows].astype(np.float32)
+        std[rows] = sub.std(axis=1)
+        mean[rows] = sub.mean(axis=1)
+    else:
+        gray = gray.astype(np.float32)
+        std = gray.std(axis=0)
+        mean = gray.mean(axis=0)
     full &= std < 28
     max_thick = max(2, int(round(0.006 * max(canvas.shape))))
     out = np.zeros_like(full)
     for s, e in _runs(full):
         # Split a run where its colour changes (a grey separator beside a black image border).
-        cuts = [s] + [c for c in range(s + 1, e) if abs(mean[c] - mean[c - 1]) > 40] + [e]
+        cuts = [s] + (np.flatnonzero(np.abs(np.diff(mean[s:e])) > 40) + (s + 1)).tolist() + [e]
         for a, b in zip(cuts, cuts[1:]):
             if b - a <= max_thick:
                 out[a:b] = True
@@ -301,14 +405,16 @@ def _erase(fg: np.ndarray, anchors: list[Anchor], pad: int) -> np.ndarray:
     return out
 
 
-def split_labelled(canvas: Canvas, anchors: list[Anchor], proposals: list[Box] | None = None) -> list[Region]:
+def split_labelled(canvas: Canvas, anchors: list[Anchor], proposals: list[Box] | None = None,
+                   detections: list[Box] | None = None) -> list[Region]:
     """One region per anchor (panel letter): recursive cuts separating letters, then component
     assignment where the layout interleaves. Regions may come back empty (``box`` None) for a
-    letter that governs no content."""
+    letter that governs no content. ``detections``: detected panel boxes, used as cut hints where
+    no gutter (clean or soft) separates the letters."""
     pad = max(1, int(round(0.1 * canvas.text_h)))
     fg = _erase(canvas.fg, anchors, pad)
     out: list[Region] = []
-    _cut_labelled(canvas, fg, canvas.area, anchors, out, depth=0)
+    _cut_labelled(canvas, fg, canvas.area, anchors, out, depth=0, detections=detections or None)
     if proposals:
         out = _group_proposals(canvas, fg, proposals, anchors) or out
     return out
@@ -321,11 +427,11 @@ def _side_after(a: Anchor, s: int, axis: int) -> bool:
 
 
 def _cut_labelled(canvas: Canvas, fg: np.ndarray, box: Box, anchors: list[Anchor], out: list[Region],
-                  depth: int) -> None:
+                  depth: int, detections: list[Box] | None = None, method: str = "xy-cut") -> None:
     tight = tighten(fg, box)
     if len(anchors) <= 1 or tight is None or depth > 40:
         if len(anchors) == 1:
-            out.append(Region(tight, anchors))
+            out.append(Region(tight, anchors, method))
         elif len(anchors) > 1:
             out.extend(Region(None, [a]) for a in anchors)
         return
@@ -347,13 +453,19 @@ def _cut_labelled(canvas: Canvas, fg: np.ndarray, box: Box, anchors: list[Anchor
         # No clean gutter: accept a "soft" one that a few strokes cross (a dashed line drawn
         # across two panels, a shared legend below them).
         best = _best_cut(canvas, fg, region, anchors, th, soft=True)
+    if best is None and detections:
+        # No gutter at all (panels that touch): a line between detected panels that also
+        # separates the letters.
+        best = _detector_cut(canvas, fg, region, detections, anchors)
+        if best is not None:
+            method = "proposals"
     if best is None:
         out.extend(_assign_components(canvas, fg, region, anchors))
         return
     axis, s, before, after = best
     start, end = (region[1], region[3]) if axis == 0 else (region[0], region[2])
-    _cut_labelled(canvas, fg, _sub(region, axis, start, s), before, out, depth + 1)
-    _cut_labelled(canvas, fg, _sub(region, axis, s, end), after, out, depth + 1)
+    _cut_labelled(canvas, fg, _sub(region, axis, start, s), before, out, depth + 1, detections, method)
+    _cut_labelled(canvas, fg, _sub(region, axis, s, end), after, out, depth + 1, detections, method)
 
 
 SOFT_GAP = 0.06  # a soft gap line may be crossed by foreground over at most this share of its length
@@ -371,7 +483,7 @@ def _best_cut(canvas, fg, region, anchors, th, soft):
     for axis in (0, 1):
         off = y1 if axis == 0 else x1
         if soft:
-            frac = fg[y1:y2, x1:x2].mean(axis=1 - axis)
+            frac = line_share(fg[y1:y2, x1:x2], axis)
             flags = frac <= SOFT_GAP
             gaps = [(s + off, e + off) for s, e in _runs(flags) if s > 0 and e < len(flags)]
         else:
@@ -400,6 +512,48 @@ def _best_cut(canvas, fg, region, anchors, th, soft):
     return key[0], s, before, after
 
 
+def _detector_cut(canvas: Canvas, fg: np.ndarray, region: Box, detections: list[Box], anchors: list[Anchor]):
+    """A cut of ``region`` along a line between detected panel boxes: (axis, position, letters
+    before, letters after), or None.
+
+    The detections considered are those mostly (>= half their area) inside ``region``. A line
+    qualifies when it crosses none of them (a box may reach over it by up to one text height:
+    detector boxes are approximate), has at least one on each side, and leaves letters on both
+    sides (by the same rule as gutter cuts). It is placed where the foreground is thinnest between
+    the boxes on either side; among qualifying lines the one crossing the least foreground wins."""
+    x1, y1, x2, y2 = region
+    tol = max(canvas.text_h, 2.0)
+    inside = []
+    for b in detections:
+        ix1, iy1, ix2, iy2 = max(x1, b[0]), max(y1, b[1]), min(x2, b[2]), min(y2, b[3])
+        area = (b[2] - b[0]) * (b[3] - b[1])
+        if area > 0 and ix2 > ix1 and iy2 > iy1 and (ix2 - ix1) * (iy2 - iy1) >= 0.5 * area:
+            inside.append((ix1, iy1, ix2, iy2))
+    if len(inside) < 2:
+        return None
+    best = None
+    for axis in (0, 1):
+        lo_i, hi_i = (1, 3) if axis == 0 else (0, 2)
+        start, end = (y1, y2) if axis == 0 else (x1, x2)
+        ink = fg[y1:y2, x1:x2].sum(axis=1 - axis)
+        for b in inside:  # a line just past the far edge of box b
+            edge = b[hi_i]
+            before = [d for d in inside if d[hi_i] <= edge + tol]
+            after = [d for d in inside if d[lo_i] >= edge - tol]
+            if not before or not after or len(before) + len(after) != len(inside):
+                continue  # some box crosses the line (or sits on it)
+            nxt = min(d[lo_i] for d in after)
+            lo, hi = max(start + 1, min(edge, nxt)), min(end - 1, max(edge, nxt))
+            if hi < lo:
+                continue
+            s = lo + int(np.argmin(ink[lo - start:hi - start + 1]))
+            a_after = [a for a in anchors if _side_after(a, s, axis)]
+            a_before = [a for a in anchors if not _side_after(a, s, axis)]
+            if a_before and a_after and (best is None or ink[s - start] < best[0]):
+                best = (int(ink[s - start]), (axis, s, a_before, a_after))
+    return best[1] if best else None
+
+
 def _assign_components(canvas: Canvas, fg: np.ndarray, region: Box, anchors: list[Anchor]) -> list[Region]:
     """Give every connected component of ``region`` to the letter that governs it: the nearest
     letter, where content above or left of a letter costs four times its offset."""
@@ -408,7 +562,7 @@ def _assign_components(canvas: Canvas, fg: np.ndarray, region: Box, anchors: lis
     # Join glyphs into words so a word is not split between two panels.
     k = max(1, int(round(0.25 * canvas.text_h)))
     joined = cv2.dilate(sub.view(np.uint8), np.ones((1, 2 * k + 1), np.uint8))
-    n, lab, st, cent = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    n, lab, st, cent = components(joined)
     boxes: dict[int, list[int]] = {i: [] for i in range(len(anchors))}
     if n <= 1:
         return [Region(None, [a]) for a in anchors]
@@ -482,7 +636,7 @@ def _major(canvas: Canvas, box: Box) -> bool:
     if x2 - x1 < need_w or y2 - y1 < need_h:
         return False
     sub = canvas.fg[y1:y2, x1:x2]
-    n, _, st, _ = cv2.connectedComponentsWithStats(sub.view(np.uint8), connectivity=8)
+    n, _, st, _ = components(sub)
     if n <= 1:
         return False
     st = st[1:]

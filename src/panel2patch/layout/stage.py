@@ -19,6 +19,8 @@
     kind_score   float32       heuristic kind confidence in [0, 1]
     method       string        how the box was found: ``xy-cut`` (gutter cut), ``components``
                                (interleaved layout), ``whole`` (whole image), ``proposals``
+                               (from the learned detector's boxes: ``layout.method`` detector
+                               or combined)
     crop_path    string        the panel crop, relative to the layout folder
                                (``crops/<figure_id>__p<panel_index>.png`` or ``.jpg``)
     ============ ============= ==========================================================
@@ -42,7 +44,7 @@ from PIL import Image, UnidentifiedImageError
 from .. import tracking
 from ..ingest.images import to_rgb
 from ..ingest.tables import write_table
-from .parse import parse_figure
+from .parse import load_method, parse_figure
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ PANELS = pa.schema([
 SKIPS = pa.schema([("figure_id", pa.string()), ("reason", pa.string()), ("detail", pa.string())])
 
 DEFAULTS = {"reader": "glyph", "max_side": 1000, "crop_format": "png", "jpeg_quality": 92,
-            "max_image_pixels": 200_000_000}
+            "max_image_pixels": 200_000_000, "method": "splitter", "detector_weights": None}
 
 
 def _open(path: Path, max_pixels: int) -> Image.Image:
@@ -72,8 +74,10 @@ def _open(path: Path, max_pixels: int) -> Image.Image:
     return to_rgb(img)
 
 
-def layout_figure(figure_id: str, image_path: Path, crops_dir: Path, cfg: dict) -> tuple[list[dict], dict | None]:
-    """Panel rows of one figure (crops written), or ([], skip row)."""
+def layout_figure(figure_id: str, image_path: Path, crops_dir: Path, cfg: dict,
+                  detector=None) -> tuple[list[dict], dict | None]:
+    """Panel rows of one figure (crops written), or ([], skip row). ``detector``: the model
+    ``cfg["method"]`` needs (:func:`.parse.load_method`)."""
     if not image_path.is_file():
         return [], {"figure_id": figure_id, "reason": "missing-image", "detail": str(image_path)}
     try:
@@ -81,7 +85,8 @@ def layout_figure(figure_id: str, image_path: Path, crops_dir: Path, cfg: dict) 
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         return [], {"figure_id": figure_id, "reason": "unreadable-image", "detail": f"{type(exc).__name__}: {exc}"}
     try:
-        res = parse_figure(img, reader=cfg["reader"], max_side=int(cfg["max_side"]))
+        res = parse_figure(img, reader=cfg["reader"], max_side=int(cfg["max_side"]),
+                           method=cfg["method"], detector=detector)
     except Exception as exc:  # a bug on one figure must not stop the shard
         log.exception("layout failed on %s", figure_id)
         return [], {"figure_id": figure_id, "reason": "error", "detail": f"{type(exc).__name__}: {exc}"}
@@ -106,9 +111,14 @@ def layout_figure(figure_id: str, image_path: Path, crops_dir: Path, cfg: dict) 
 def run_layout_shard(figures_parquet: str | Path, ingest_dir: str | Path, out_dir: str | Path, shard: str,
                      results_dir: str | Path = "results", tracking_cfg: dict | None = None,
                      cfg: dict | None = None) -> dict:
-    """Lay out every figure of one shard; write ``panels.parquet``, ``skips.parquet``, ``crops/``."""
+    """Lay out every figure of one shard; write ``panels.parquet``, ``skips.parquet``, ``crops/``.
+
+    ``cfg["method"]``: ``splitter`` (image analysis), ``detector`` or ``combined`` (these two load
+    the learned detector from ``cfg["detector_weights"]`` once, sha256-checked against its
+    sidecar; the sha256 is tagged on the MLflow run as ``detector.sha256``)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = {**DEFAULTS, **(cfg or {})}
+    detector = load_method(cfg["method"], cfg["detector_weights"])
     out_dir = Path(out_dir)
     ingest_dir = Path(ingest_dir)
     crops = out_dir / "crops"
@@ -117,11 +127,15 @@ def run_layout_shard(figures_parquet: str | Path, ingest_dir: str | Path, out_di
         t0 = time.perf_counter()
         figs = pd.read_parquet(figures_parquet, columns=["figure_id", "image_path", "image_sha256"])
         run.log_manifest(figs, name=f"{shard}-figures")
+        if detector is not None:
+            import mlflow
+
+            mlflow.set_tag("detector.sha256", (detector.p2p_meta or {}).get("sha256") or "unknown")
         panels, skips = [], []
         per_fig = []
         for row in figs.itertuples(index=False):
             t = time.perf_counter()
-            rows, skip = layout_figure(row.figure_id, ingest_dir / row.image_path, crops, cfg)
+            rows, skip = layout_figure(row.figure_id, ingest_dir / row.image_path, crops, cfg, detector)
             per_fig.append(time.perf_counter() - t)
             panels.extend(rows)
             if skip:
