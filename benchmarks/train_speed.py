@@ -2,10 +2,13 @@
 
     python benchmarks/train_speed.py                       # tiny model, synthetic shards, ~3 min on 2 cores
     python benchmarks/train_speed.py --model small --steps 12 --figures 48
+    python benchmarks/train_speed.py --skip-memory --repeat 3   # speed only, median of 3 rounds
 
 1. samples/s, one process, same model, same synthetic WebDataset shards, same micro batch:
    * ours, DeepSpeed ZeRO-2 + bf16 (config/deepspeed/zero2_bf16.json), granularity loss (mix:
-     3 CLIP terms + 4 cross-level terms);
+     3 CLIP terms + 4 cross-level terms with ``--loss clip_cross``, the default, the work closest
+     to open_clip's; ``--loss full`` adds tiny.yaml's MGLL and perturbed-text discrimination,
+     whose K = 3 perturbed texts per pair quadruple the text tower's rows);
    * ours, DeepSpeed ZeRO-2 fp32 (the same JSON with bf16 off): DeepSpeed's cost without CPU bf16;
    * ours, ``--no-deepspeed`` (plain torch, fp32), same loss;
    * open_clip's loop: open_clip_train is not installed here (it is not on PyPI as a package of
@@ -26,6 +29,7 @@ import json
 import math
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,13 +62,22 @@ def _env() -> dict:
     return env
 
 
+LOSSES = {  # run config overrides per --loss
+    "clip_cross": ["weights={clip: 1.0, cross: 0.5, mgll: 0, mgll_kl: 0, discrimination: 0}"],
+    "full": [],  # tiny.yaml's weights: + MGLL + discrimination (perturb_k 3)
+}
+
+
 def run_ours(data: Path, out: Path, model: str, steps: int, micro: int, nproc: int = 1, deepspeed: bool = True,
-             threads: int = 1, ds_config: Path | None = None) -> dict:
-    """Our trainer in subprocess(es); returns samples/s (mean over steps 2..N) and peak RSS per rank."""
+             threads: int = 1, ds_config: Path | None = None, loss: str = "clip_cross") -> dict:
+    """Our trainer in subprocess(es); returns samples/s over steps 2..N (pairs / seconds, as for
+    open_clip's loop) and peak RSS per rank."""
     args = ["--config", str(TINY), "--data", str(data), "--output-dir", str(out), "--set", f"model={model}",
             "--set", f"max_steps={steps}", "--set", f"micro_batch={micro}", "--set", "checkpoint_every=0",
             "--set", "mlflow.enabled=false", "--set", "eval_every_epoch=false", "--set", f"threads={threads}",
             "--set", "epochs=1000"]
+    for item in LOSSES[loss]:
+        args += ["--set", item]
     if not deepspeed:
         args.append("--no-deepspeed")
     if ds_config:
@@ -91,7 +104,9 @@ def run_ours(data: Path, out: Path, model: str, steps: int, micro: int, nproc: i
         raise RuntimeError(f"trainer failed ({proc.returncode}):\n{log[-4000:]}")
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     sps = [r["train/samples_per_second"] for r in rows if "train/samples_per_second" in r][1:]
-    return {"samples_per_second": sum(sps) / len(sps), "peak_rss_mib_per_rank": sorted(v / 2**20 for v in peak.values())}
+    # every step trains micro_batch pairs: pairs / total seconds is the harmonic mean of the rates
+    return {"samples_per_second": len(sps) / sum(1 / x for x in sps),
+            "peak_rss_mib_per_rank": sorted(v / 2**20 for v in peak.values())}
 
 
 def open_clip_train_one_epoch(model, data, loss, epoch, optimizer, scheduler, num_batches, device):
@@ -170,6 +185,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--micro", type=int, default=16)
     ap.add_argument("--figures", type=int, default=32)
+    ap.add_argument("--loss", choices=sorted(LOSSES), default="clip_cross",
+                    help="clip_cross: CLIP + cross-level terms (closest to open_clip's work); full: tiny.yaml's terms")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds of the speed variants (medians reported)")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
     args = ap.parse_args(argv)
@@ -183,27 +201,34 @@ def main(argv: list[str] | None = None) -> dict:
     if model == "small":
         (tmp / "small.json").write_text(json.dumps(SMALL))
         model = str(tmp / "small.json")
-    res = {"model": args.model, "steps": args.steps, "micro_batch": args.micro, "threads_per_rank": 1}
+    res = {"model": args.model, "steps": args.steps, "micro_batch": args.micro, "threads_per_rank": 1, "loss": args.loss}
     # ZeRO-2 without bf16: separates DeepSpeed's cost from CPU bf16 matmul speed
     z2_fp32 = json.loads((REPO / "config" / "deepspeed" / "zero2_bf16.json").read_text())
     z2_fp32["bf16"] = {"enabled": False}
     (tmp / "zero2_fp32.json").write_text(json.dumps(z2_fp32))
     if not args.skip_speed:
-        res["ours_zero2_bf16"] = run_ours(data, tmp / "ours_ds", model, args.steps, args.micro)
-        res["ours_zero2_fp32"] = run_ours(data, tmp / "ours_ds32", model, args.steps, args.micro, ds_config=tmp / "zero2_fp32.json")
-        res["ours_plain_fp32"] = run_ours(data, tmp / "ours_plain", model, args.steps, args.micro, deepspeed=False)
-        res["open_clip_loop_fp32"] = run_open_clip_loop(data, model, args.steps, args.micro)
-        oc = res["open_clip_loop_fp32"]["samples_per_second"]
-        for k in ("ours_zero2_bf16", "ours_zero2_fp32", "ours_plain_fp32"):
-            res[k]["ratio_to_open_clip_loop"] = res[k]["samples_per_second"] / oc
-        print("samples/s  " + "  ".join(f"{k} {res[k]['samples_per_second']:.1f}" for k in
-              ("ours_zero2_bf16", "ours_zero2_fp32", "ours_plain_fp32", "open_clip_loop_fp32")) + "  ratios to open_clip: "
-              + " ".join(f"{res[k]['ratio_to_open_clip_loop']:.2f}" for k in ("ours_zero2_bf16", "ours_zero2_fp32", "ours_plain_fp32")))
+        # the variants run in turn, --repeat rounds: on a shared machine the load drifts by tens of
+        # percent within minutes, so each ratio is the median of per-round ratios (same round, same load)
+        ours = {"ours_zero2_bf16": {}, "ours_zero2_fp32": {"ds_config": tmp / "zero2_fp32.json"},
+                "ours_plain_fp32": {"deepspeed": False}}
+        runs: dict[str, list[float]] = {k: [] for k in [*ours, "open_clip_loop_fp32"]}
+        for i in range(args.repeat):
+            for k, kw in ours.items():
+                runs[k].append(run_ours(data, tmp / f"{k}_{i}", model, args.steps, args.micro, loss=args.loss,
+                                        **kw)["samples_per_second"])
+            runs["open_clip_loop_fp32"].append(run_open_clip_loop(data, model, args.steps, args.micro)["samples_per_second"])
+        for k, v in runs.items():
+            res[k] = {"samples_per_second": statistics.median(v), "rounds": v}
+        for k in ours:
+            res[k]["ratio_to_open_clip_loop"] = statistics.median(
+                [a / b for a, b in zip(runs[k], runs["open_clip_loop_fp32"])])
+        print("samples/s  " + "  ".join(f"{k} {res[k]['samples_per_second']:.1f}" for k in runs) + "  ratios to open_clip: "
+              + " ".join(f"{res[k]['ratio_to_open_clip_loop']:.2f}" for k in ours) + f"  (median of {args.repeat} rounds)")
     if not args.skip_memory:
-        res["world2_zero2_bf16"] = run_ours(data, tmp / "w2_ds", model, args.steps, args.micro, nproc=2)
-        res["world2_zero2_fp32"] = run_ours(data, tmp / "w2_ds32", model, args.steps, args.micro, nproc=2,
+        res["world2_zero2_bf16"] = run_ours(data, tmp / "w2_ds", model, args.steps, args.micro, loss=args.loss, nproc=2)
+        res["world2_zero2_fp32"] = run_ours(data, tmp / "w2_ds32", model, args.steps, args.micro, loss=args.loss, nproc=2,
                                             ds_config=tmp / "zero2_fp32.json")
-        res["world2_ddp_fp32"] = run_ours(data, tmp / "w2_ddp", model, args.steps, args.micro, nproc=2, deepspeed=False)
+        res["world2_ddp_fp32"] = run_ours(data, tmp / "w2_ddp", model, args.steps, args.micro, loss=args.loss, nproc=2, deepspeed=False)
         print("peak RSS per rank (MiB), world 2: " + "  ".join(
             f"{k} {[round(x) for x in res[k]['peak_rss_mib_per_rank']]} ({res[k]['samples_per_second']:.1f} samples/s)"
             for k in ("world2_zero2_bf16", "world2_zero2_fp32", "world2_ddp_fp32")))

@@ -30,11 +30,15 @@ configured levels -> transform + tokenize -> batch -> :func:`collate`, which ret
 
     {"figure": {"image": (n, 3, S, S) float, "ids": (n, L) int64,
                 "id": (n,), "figure_id": (n,), "article_id": (n,), "panel_id": (n,),
-                "parent_id": (n,)}, ...}
+                "parent_id": (n,), "text_id": (n,),          # text_id: hash of the normalised text
+                # only with perturb_k = K > 0 (perturbed-caption discrimination):
+                "perturbed_rows": (m,) int64,                # rows that got K perturbations (m <= n)
+                "perturbed_ids": (m, K, L) int64}, ...}      # their K perturbed texts, tokenized
 
 with every string id hashed to a global int64 (:func:`hash_id`; -1 for none), as the losses
 compare ids across ranks.  Levels with no pair in the batch are present with 0 rows, so every
-rank runs the same collectives.
+rank runs the same collectives.  Perturbations (:func:`panel2patch.train.perturb.perturb`) are a
+pure function of (text, ``perturb_seed``), so a resumed run sees the same ones.
 """
 
 from __future__ import annotations
@@ -103,7 +107,13 @@ def _decode(sample: dict) -> dict:
     return meta
 
 
-def collate(samples: Sequence[dict], tokenizer: Callable, levels: Sequence[str] = LEVELS) -> dict:
+def text_key(text: str | None) -> int:
+    """:func:`hash_id` of a text with case and spacing normalised ("identical text" for MGLL)."""
+    return hash_id(" ".join(str(text).lower().split()) if text else None)
+
+
+def collate(samples: Sequence[dict], tokenizer: Callable, levels: Sequence[str] = LEVELS,
+            perturb_k: int = 0, perturb_seed: int = 0) -> dict:
     """Decoded + transformed samples -> per-level tensors (see the module docstring)."""
     out = {}
     for level in levels:
@@ -123,17 +133,29 @@ def collate(samples: Sequence[dict], tokenizer: Callable, levels: Sequence[str] 
             "article_id": torch.tensor([hash_id(s.get("article_id")) for s in rows], dtype=torch.long),
             "panel_id": torch.tensor([hash_id(s.get("panel_id")) for s in rows], dtype=torch.long),
             "parent_id": torch.tensor([hash_id(s.get("parent_id")) for s in rows], dtype=torch.long),
+            "text_id": torch.tensor([text_key(s.get("text")) for s in rows], dtype=torch.long),
         }
+        if perturb_k > 0:
+            from panel2patch.train.perturb import perturb
+
+            # K meaning-breaking variants per text; a text that admits fewer (one word) is left out
+            variants = [perturb(s["text"], perturb_k, seed=perturb_seed) for s in rows]
+            keep = [i for i, v in enumerate(variants) if len(v) == perturb_k]
+            flat = [t for i in keep for t in variants[i]]
+            pids = tokenizer(flat) if flat else ids[:0]
+            out[level]["perturbed_rows"] = torch.tensor(keep, dtype=torch.long)
+            out[level]["perturbed_ids"] = pids.view(len(keep), perturb_k, pids.shape[-1])  # (m, K, L)
     out["n"] = len(samples)
     return out
 
 
 class _Collate:  # picklable for loader workers
-    def __init__(self, tokenizer, levels):
+    def __init__(self, tokenizer, levels, perturb_k=0, perturb_seed=0):
         self.tokenizer, self.levels = tokenizer, tuple(levels)
+        self.perturb_k, self.perturb_seed = perturb_k, perturb_seed
 
     def __call__(self, samples):
-        return collate(samples, self.tokenizer, self.levels)
+        return collate(samples, self.tokenizer, self.levels, self.perturb_k, self.perturb_seed)
 
 
 class _Transform:
@@ -143,6 +165,28 @@ class _Transform:
     def __call__(self, s):
         s["image"] = self.transform(s["image"])
         return s
+
+
+class _RankFigures:
+    """Keep every world-th figure (round robin in file order, a figure's pairs being contiguous):
+    the ranks read the same shards in the same order, so they get disjoint, balanced shares."""
+
+    def __init__(self, rank, world):
+        self.rank, self.world = rank, world
+        self.figure, self.index = None, -1
+
+    def __call__(self, s):
+        if s.get("figure_id") != self.figure:
+            self.figure, self.index = s.get("figure_id"), self.index + 1
+        return self.index % self.world == self.rank
+
+
+def _rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
 class _KeepLevels:
@@ -164,28 +208,37 @@ def make_pipeline(
     seed: int = 0,
     split_by_node: bool = True,
     partial: bool = False,
+    perturb_k: int = 0,
 ):
     """A ``webdataset.DataPipeline`` of collated batches for one epoch.
 
     Shard order is shuffled with ``seed + epoch`` (the same on every rank, before
     ``split_by_node``), so an epoch's batches are a pure function of (seed, epoch, rank, world):
-    resuming skips the batches already seen.  ``split_by_node=False`` gives every rank all shards
-    (evaluation).  ``partial=False`` drops a short last batch (training)."""
+    resuming skips the batches already seen.  With fewer shards than ranks (a demo corpus) every
+    rank reads all shards and keeps every world-th figure instead, so no rank is left without data.  ``split_by_node=False`` gives every rank all shards
+    (evaluation).  ``partial=False`` drops a short last batch (training).  ``perturb_k`` > 0 adds
+    K perturbed texts per pair (seeded by ``seed`` and ``epoch``: new ones each epoch)."""
     import webdataset as wds
 
     shards = shard_list(data_dir, split)
     if split == "train":
         random.Random(seed * 1_000_003 + epoch).shuffle(shards)
     stages = [wds.SimpleShardList(shards)]
-    if split_by_node:
+    rank, world = _rank_world()
+    by_figure = split_by_node and world > 1 and len(shards) < world  # a small corpus: too few shards to share out
+    if split_by_node and not by_figure:
         stages.append(wds.split_by_node)
     stages += [
         wds.split_by_worker,
         wds.tarfile_to_samples(),
         wds.map(_decode),
         wds.select(_KeepLevels(levels)),
+    ]
+    if by_figure:  # every rank reads every shard and keeps its share of the (whole) figures
+        stages.append(wds.select(_RankFigures(rank, world)))
+    stages += [
         wds.map(_Transform(transform)),
-        wds.batched(batch_size, collation_fn=_Collate(tokenizer, levels), partial=partial),
+        wds.batched(batch_size, collation_fn=_Collate(tokenizer, levels, perturb_k, seed * 1000 + epoch), partial=partial),
     ]
     return wds.DataPipeline(*stages)
 

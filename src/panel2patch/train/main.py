@@ -19,12 +19,23 @@ No optimizer is named in the DeepSpeed JSON: a torch AdamW is passed to ``deepsp
 
 Each micro step: the levels the granularity schedule picks (``alternate``: one level per micro
 step, M -> P -> R; ``mix``: all, plus the cross-level terms) are concatenated into one forward
-pass, split back, and fed to :class:`GranularityLoss`; ``engine.backward``/``engine.step``.
-Batches are cut from consecutive pairs of all configured levels; with ``alternate`` a micro step
-uses only its level's rows of the batch (the other rows are read but not trained on).  Not fed
-yet: MGLL and perturbed-caption discrimination batches (their weights are ignored; ``logit_bias``,
-used only by MGLL, is frozen).  With DeepSpeed the 0-dim ``logit_scale``/``logit_bias`` train as
-shape (1,) (DeepSpeed 0.19.8 cannot broadcast 0-dim bf16 tensors); the export restores shape ().
+pass (images; texts plus K perturbed texts per row), split back, and fed to
+:class:`GranularityLoss`; ``engine.backward``/``engine.step``.  Terms, each logged as
+``train/<name>`` unweighted, ``train/loss`` the weighted sum (``weights`` in the run config):
+
+* ``clip/<level>``: CLIP inside each level; ``cross/<child>/{image,text}``: children's mean vs parent;
+* ``mgll/soft_ce/<g>``, ``mgll/bce/<g>``, ``mgll/kl``: MGLL over all rows of the step, one text per
+  granularity g = each active level (a row's ancestor's text at g, see :func:`mgll_batch`), soft
+  targets from shared figure / article / panel / identical text;
+* ``discrimination``: each row's image picks its text among ``perturb_k`` perturbations of it
+  (perturb.py, made in the data pipeline, encoded in the same forward by the text tower).
+
+A weight of 0 turns a term off and skips its inputs (``perturb_k`` 0 too; with both MGLL weights
+0, ``logit_bias``, used only by MGLL's BCE, is frozen).  Batches are cut from consecutive pairs of
+all configured levels; with ``alternate`` a micro step uses only its level's rows of the batch
+(the other rows are read but not trained on).  With DeepSpeed the 0-dim
+``logit_scale``/``logit_bias`` train as shape (1,) (DeepSpeed 0.19.8 cannot broadcast 0-dim bf16
+tensors); the export restores shape ().
 
 Output directory::
 
@@ -50,6 +61,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
@@ -61,7 +73,7 @@ import yaml
 from panel2patch.train import data as D
 from panel2patch.train import distributed as dist_utils
 from panel2patch.train.evaluate import evaluate
-from panel2patch.train.losses import LEVELS, GranularityLoss, granularity_schedule
+from panel2patch.train.losses import DEFAULT_WEIGHTS, LEVELS, GranularityLoss, granularity_schedule
 
 log = logging.getLogger("panel2patch.train")
 
@@ -74,7 +86,8 @@ DEFAULTS = {
     "data": None,  # shard folder with sizes.json (required; --data)
     "levels": list(LEVELS),  # pair levels read from the shards and trained
     "schedule": "mix",  # alternate (one level per micro step) | mix (all levels + cross-level)
-    "weights": {"clip": 1.0, "cross": 0.5},  # GranularityLoss weights
+    "weights": dict(DEFAULT_WEIGHTS),  # GranularityLoss weights: clip, cross, mgll, mgll_kl, discrimination
+    "perturb_k": 3,  # perturbed texts per pair for discrimination (the original is the (K+1)-th choice)
     "lr": 5.0e-4,
     "wd": 0.05,  # Panel2Patch's AdamW weight decay
     "betas": [0.9, 0.98],  # CLIP's
@@ -221,16 +234,59 @@ def lr_lambda(warmup: int, total: int):
 
 
 # -------------------------------------------------------------------------------- batch/loss
-def forward_batch(engine, batch: dict, levels: list[str], loss_fn: GranularityLoss, bf16: bool, device) -> dict:
-    """One forward over the active levels (concatenated), then the loss dict."""
+# The column holding a pair's ancestor (or itself) at each level (data.collate): the figure of any
+# pair; the panel of a panel or patch pair (-1 for a figure pair); a patch only itself.
+_KEY_AT = {"figure": "figure_id", "panel": "panel_id", "patch": "id"}
+
+
+def mgll_batch(feats: dict, batch: dict, levels: list[str], device) -> dict:
+    """MGLL's input from the rows already encoded (no extra forward).
+
+    Images: every row of the active levels (N = sum n).  Granularities: the active levels.  At
+    granularity g a row's text is its ancestor's text at g (a patch's figure caption, its panel's
+    subcaption) when that ancestor's pair is in the local batch, else its own text (a figure at
+    g = patch, or a panel whose figure fell outside the batch).  Positives (ids (K, N), see
+    losses.mgll_targets) coarsen with g: at ``figure`` shared figure, shared article or identical
+    text; at ``panel`` shared panel or identical text; at ``patch`` identical text only."""
+    image = torch.cat([feats[lvl]["image"] for lvl in levels])  # (N, D)
+    own_text = torch.cat([feats[lvl]["text"] for lvl in levels])  # (N, D)
+    col = {k: torch.cat([batch[lvl][k] for lvl in levels]).to(device)
+           for k in ("figure_id", "article_id", "panel_id", "id", "text_id")}  # (N,) each
+    texts, ids = {}, {}
+    for g in levels:
+        key = _KEY_AT[g]
+        text, text_id = own_text, col["text_id"]
+        anc = batch[g][key].to(device)  # (m,) the ids of the pairs at level g
+        if anc.numel():
+            hit = (col[key].unsqueeze(1) == anc.unsqueeze(0)) & (col[key] >= 0).unsqueeze(1)  # (N, m)
+            found, idx = hit.any(1), hit.float().argmax(1)  # first matching row of level g
+            text = torch.where(found.unsqueeze(1), feats[g]["text"][idx], own_text)
+            text_id = torch.where(found, batch[g]["text_id"].to(device)[idx], text_id)
+        texts[g] = text
+        if g == "figure":
+            ids[g] = torch.stack([col["figure_id"], col["article_id"], text_id])
+        elif g == "panel":
+            ids[g] = torch.stack([col["panel_id"], text_id])
+        else:
+            ids[g] = text_id.unsqueeze(0)
+    return {"image": image, "texts": texts, "ids": ids}
+
+
+def forward_batch(engine, batch: dict, levels: list[str], loss_fn: GranularityLoss, bf16: bool, device,
+                  mgll: bool = True) -> dict:
+    """One forward over the active levels (images and texts concatenated, plus every row's K
+    perturbed texts when the batch carries them), then the loss dict."""
     counts = [batch[lvl]["image"].shape[0] for lvl in levels]
     images = torch.cat([batch[lvl]["image"] for lvl in levels]).to(device)  # (sum n, 3, S, S)
-    ids = torch.cat([batch[lvl]["ids"] for lvl in levels]).to(device)  # (sum n, L)
+    perturbed = [batch[lvl]["perturbed_ids"] for lvl in levels if "perturbed_ids" in batch[lvl]]
+    p_counts = [p.shape[0] * p.shape[1] for p in perturbed]  # m x K per level
+    ids = torch.cat([batch[lvl]["ids"] for lvl in levels] + [p.flatten(0, 1) for p in perturbed]).to(device)
     if bf16:
         images = images.to(torch.bfloat16)
-    out = engine(images=images, ids=ids)
+    out = engine(images=images, ids=ids)  # (sum n, D), (sum n + sum m K, D)
     img_parts = out["image_features"].float().split(counts)
-    txt_parts = out["text_features"].float().split(counts)
+    txt_all = out["text_features"].float()
+    txt_parts = txt_all[: sum(counts)].split(counts)
     feats = {}
     for lvl, img, txt in zip(levels, img_parts, txt_parts):
         b = batch[lvl]
@@ -243,6 +299,16 @@ def forward_batch(engine, batch: dict, levels: list[str], loss_fn: GranularityLo
         feats[lvl] = {"image": img, "text": txt, "id": gid.to(device)}
         if parent is not None:
             feats[lvl]["parent_id"] = parent.to(device)
+    if mgll:
+        feats["mgll"] = mgll_batch(feats, batch, levels, device)
+    if perturbed:  # image of each perturbed row vs (original, K perturbed) texts
+        p_txt = txt_all[sum(counts):].split(p_counts)
+        d_img, d_txt = [], []
+        for lvl, pt, p in zip([lvl for lvl in levels if "perturbed_ids" in batch[lvl]], p_txt, perturbed):
+            rows = batch[lvl]["perturbed_rows"].to(device)
+            d_img.append(feats[lvl]["image"][rows])
+            d_txt.append(torch.cat([feats[lvl]["text"][rows].unsqueeze(1), pt.view(*p.shape[:2], pt.shape[-1])], 1))
+        feats["discrimination"] = {"image": torch.cat(d_img), "texts": torch.cat(d_txt)}  # (B, D), (B, 1 + K, D)
     return loss_fn(feats, out["logit_scale"].float(), out["logit_bias"].float())
 
 
@@ -331,6 +397,8 @@ def main(argv: list[str] | None = None) -> dict:
     rank, local_rank, world, device = dist_utils.init(use_deepspeed=use_ds)
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
                         format=f"%(asctime)s rank{rank} %(name)s: %(message)s")
+    print(f"rank {rank}/{world} local {local_rank} on {socket.gethostname()} ({device}, pid {os.getpid()})",
+          file=sys.stderr, flush=True)  # every rank, once: who ran where
     out_dir = Path(cfg["output_dir"])
     ckpt_dir = out_dir / "checkpoints"
     if rank == 0:
@@ -351,9 +419,11 @@ def main(argv: list[str] | None = None) -> dict:
     np.random.seed(cfg["seed"] + rank)
     random.seed(cfg["seed"] + rank)
 
-    # logit_bias feeds only MGLL's sigmoid BCE, which this trainer does not build batches for
-    # yet: freeze it (DDP raises on parameters without a gradient)
-    model.logit_bias.requires_grad_(False)
+    # which terms get inputs (weight 0: none built, nothing computed)
+    use_mgll = loss_fn.weights["mgll"] > 0 or loss_fn.weights["mgll_kl"] > 0
+    perturb_k = int(cfg["perturb_k"]) if loss_fn.weights["discrimination"] > 0 else 0
+    if not use_mgll:  # logit_bias feeds only MGLL's BCE (DDP raises on parameters without a gradient)
+        model.logit_bias.requires_grad_(False)
     if use_ds:
         # DeepSpeed 0.19.8 broadcasts parameters as ``p.data.view(torch.uint8)``, which fails for
         # 0-dim bf16 tensors (logit_scale, logit_bias): train them as shape (1,) (they broadcast
@@ -363,8 +433,10 @@ def main(argv: list[str] | None = None) -> dict:
                 p.data = p.data.reshape(1)
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]  # norms, biases, scale
+    # fused: one kernel over all tensors (CPU and CUDA); torch's default on CPU is a Python loop
+    # over the ~100 parameter tensors, ~4x slower for the tiny model (benchmarks/train_speed.py)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg["wd"]}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=1e-6)
+                                  lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=1e-6, fused=True)
     pairs_per_step = cfg["micro_batch"] * cfg["grad_accum"] * world
     est_steps_per_epoch = max(1, D.count_pairs(cfg["data"], "train") // pairs_per_step)
     total_steps = cfg["max_steps"] or cfg["epochs"] * est_steps_per_epoch
@@ -465,7 +537,7 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     while not done and epoch < cfg["epochs"]:
         pipe = D.make_pipeline(cfg["data"], "train", transform, tokenizer, cfg["micro_batch"], levels,
-                               epoch=epoch, seed=cfg["seed"])
+                               epoch=epoch, seed=cfg["seed"], perturb_k=perturb_k)
         it = iter(D.make_loader(pipe, cfg["num_workers"], seed=cfg["seed"] * 1000 + epoch))
         for _ in range(consumed):  # resume: skip what this epoch already trained on
             next(it)
@@ -476,7 +548,7 @@ def main(argv: list[str] | None = None) -> dict:
             if not dist_utils.all_true(batch is not None):  # the ranks stop together
                 break
             active = [lvl for lvl in granularity_schedule(cfg["schedule"], micro_step, levels)]
-            losses = forward_batch(engine, batch, active, loss_fn, bf16, device)
+            losses = forward_batch(engine, batch, active, loss_fn, bf16, device, mgll=use_mgll)
             engine.backward(losses["loss"])
             engine.step()
             micro_step += 1
@@ -519,7 +591,8 @@ def main(argv: list[str] | None = None) -> dict:
     tag, latest = f"step{step:08d}", ckpt_dir / "latest"
     final_ckpt = ckpt_dir / tag if latest.is_file() and latest.read_text().strip() == tag else save(step)
     sd = fp32_state_dict(engine, final_ckpt, use_ds)
-    result = {"step": step, "epoch": epoch, "val": val_metrics, "losses": last_losses, "output_dir": str(out_dir)}
+    result = {"step": step, "epoch": epoch, "world_size": world, "val": val_metrics, "losses": last_losses,
+              "output_dir": str(out_dir)}
     if rank == 0:
         from panel2patch.model.clip import Panel2PatchCLIP, load_state_dict
 
