@@ -17,8 +17,11 @@ include: "workflow/rules/ingest.smk"
 include: "workflow/rules/text.smk"
 include: "workflow/rules/layout.smk"
 include: "workflow/rules/detector.smk"
+include: "workflow/rules/marker_detector.smk"
 include: "workflow/rules/align.smk"
 include: "workflow/rules/markers.smk"
+include: "workflow/rules/corpus.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:
@@ -33,6 +36,7 @@ onstart:
 
 onsuccess:
     end_tracking("FINISHED")
+    print_yield()
 
 
 onerror:

@@ -52,7 +52,8 @@ def test_sample_corpus_every_jats_figure(sample_run):
     figs = pd.read_parquet(out / "figures.parquet")
     jats = figs[figs.source_kind == "jats"]
     assert sorted(jats.figure_id) == sorted(
-        [f"elife-32671__fig{i}" for i in range(1, 6)] + ["10.7554_eLife.00353__fig1", "10.7554_eLife.19405__fig1"]
+        [f"elife-32671__fig{i}" for i in range(1, 6)]
+        + ["10.7554_eLife.00353__fig1", "10.7554_eLife.19405__fig1", "10.7554_eLife.01222__fig4"]
     )
     skips = pd.read_parquet(out / "skips.parquet")
     # the only skip in the sample is the Insight PDF that has no figure
@@ -158,7 +159,8 @@ def test_bad_inputs_are_recorded_and_good_output_kept(tmp_path):
 def test_discovery_and_sharding(sample, tmp_path):
     units = discover_units([sample])
     kinds = {Path(u.path).name: u.kind for u in units}
-    assert kinds == {"manuscript.xml": "jats", "elife-00353.tar.gz": "package", "elife-19405.tar.gz": "package",
+    assert kinds == {"manuscript.xml": "jats", "elife-01222.xml": "jats", "elife-00353.tar.gz": "package",
+                     "elife-19405.tar.gz": "package",
                      "elife-00790.pdf": "pdf", "elife-15600.pdf": "pdf", "elife-22661.pdf": "pdf"}
     shards = make_shards(units, 4)
     assert list(shards) == ["shard-00000", "shard-00001"] and sum(map(len, shards.values())) == len(units)

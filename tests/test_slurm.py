@@ -2,7 +2,8 @@
 
 A private cluster (tests/slurm_cluster.py: munged, slurmctld, slurmd under /tmp/p2p-slurm-*,
 free ports, never /etc/slurm) runs the ingest DAG of a copy of the repository through sbatch
-with the repository's own profile (slurm/config.v8+.yaml). Skips, saying why, only where Slurm
+with the repository's own profile (slurm/config.v8+.yaml); a second test runs rule train as one
+sbatch job of 2 tasks whose srun starts both trainer ranks. Skips, saying why, only where Slurm
 cannot be installed or started; with P2P_REQUIRE_SLURM=1 that is a failure instead.
 """
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 # snakemake is killed (SIGKILL: SIGTERM only makes it wait for its jobs) after this many seconds
-RUN_TIMEOUT = int(os.environ.get("P2P_SLURM_TIMEOUT", "300"))
+RUN_TIMEOUT = int(os.environ.get("P2P_SLURM_TIMEOUT", "900"))
 COMMAND = ["snakemake", "--cores", "all", "--profile", "slurm"]
 EXCLUDE = {".git", ".venv", "results", ".snakemake", ".pytest_cache", "__pycache__", "build", ".whl"}
 
@@ -141,8 +142,10 @@ def test_snakemake_profile_slurm(cluster: SlurmCluster, tmp_path: Path):
     rules = [j["comment"].split("_wildcards_")[0] for j in jobs]
     assert jobs and all(j["state"] == "COMPLETED" for j in jobs), context()
     assert rules.count("rule_ingest") == summary["shards"] and rules.count("rule_ingest_summary") == 1, context()
-    for rule in ("rule_text", "rule_layout", "rule_align_panels", "rule_markers"):
+    for rule in ("rule_text", "rule_layout", "rule_align_panels", "rule_markers", "rule_corpus_pairs"):
         assert rules.count(rule) == summary["shards"], context()
+    assert rules.count("rule_corpus") == 1 and rules.count("rule_corpus_report") == 1, context()
+    assert rules.count("rule_train") == 1, context()  # the demo's tiny pretraining run, 2 ranks by srun
     assert len({j["name"] for j in jobs}) == 1, jobs
     job_ids = {j["id"] for j in jobs}
     for jid in job_ids:
@@ -164,7 +167,97 @@ def test_snakemake_profile_slurm(cluster: SlurmCluster, tmp_path: Path):
     assert len(stages) == len(jobs), table
     assert all(r.data.tags.get("mlflow.parentRunId") == parent.info.run_id for r in stages), table
     assert sorted(r.info.run_name.split(":")[0] for r in stages) == sorted(
-        ["ingest", "text", "layout", "align", "markers"] * summary["shards"] + ["ingest_summary"]), table
+        ["ingest", "text", "layout", "align", "markers", "corpus_pairs"] * summary["shards"]
+        + ["ingest_summary", "corpus", "corpus_report", "train"]), table
     assert {r.data.tags.get("slurm.job_id") for r in stages} == job_ids, table
     assert all(r.info.status == "FINISHED" for r in stages), table
     print(f"[slurm test] mlflow: {table}")
+
+
+# The train rule alone, on synthetic shards in the corpus's place (the corpus rule is not
+# included, so results/corpus/shards/sizes.json is a plain input): the rest of the DAG is
+# covered above and would only slow this test down.
+TRAIN_SNAKEFILE = """\
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/train.smk"
+
+
+rule all:
+    input:
+        expand(f"{RESULTS}/train/{{run}}/result.json", run=TRAIN["runs"]),
+    default_target: True
+
+
+onstart:
+    start_tracking()
+
+
+onsuccess:
+    end_tracking("FINISHED")
+
+
+onerror:
+    end_tracking("FAILED")
+"""
+
+
+def test_train_rule_two_ranks_through_srun(cluster: SlurmCluster, tmp_path: Path):
+    """rule train through `--profile slurm`: one sbatch job with 2 tasks whose `srun` starts both
+    ranks (DeepSpeed ZeRO-2 over gloo); the job COMPLETED, both ranks ran, the model was exported."""
+    import yaml
+
+    from panel2patch.train.data import write_synthetic_shards
+
+    t0 = time.monotonic()
+    work = tmp_path / "repo"
+    work.mkdir()
+    copy_repo(work)
+    (work / "Snakefile.train").write_text(TRAIN_SNAKEFILE)
+    write_synthetic_shards(work / "results" / "corpus" / "shards", n_figures=12, seed=0, figures_per_shard=2)
+    cfg_path = work / "config" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["train"] = {**cfg.get("train", {}), "runs": ["tiny"], "tasks": 2, "cpus_per_task": 1, "mem_mb": 4000,
+                    "runtime_min": 10, "launcher": "auto", "deepspeed": True,
+                    "set": ["max_steps=2", "micro_batch=8", "eval_every_epoch=false", "checkpoint_every=0"]}
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = f"{_venv_bin()}{os.pathsep}{env.get('PATH', os.defpath)}"
+    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    env = cluster.env(env)
+    command = [*COMMAND, "--snakefile", "Snakefile.train"]
+    res = subprocess.run([shutil.which("timeout"), "-s", "KILL", str(RUN_TIMEOUT), *command], cwd=work, env=env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         timeout=RUN_TIMEOUT + 30)
+    t_run = time.monotonic() - t0
+    jobs = _squeue(cluster)
+    cluster.stop()
+    out = work / "results" / "train" / "tiny"
+    log = work / "results" / "logs" / "train" / "tiny.log"
+    log_text = log.read_text(errors="replace") if log.exists() else "(no log)"
+
+    def context() -> str:
+        slurm_logs = sorted((work / ".snakemake" / "slurm_logs").rglob("*.log"))
+        kept = "".join(f"\n--- {p.relative_to(work)}:\n{p.read_text(errors='replace')[-3000:]}" for p in slurm_logs)
+        return (f"\n$ {' '.join(command)} (exit {res.returncode})\n{res.stdout[-4000:]}\nsqueue: {jobs}"
+                f"\n--- {log}:\n{log_text[-4000:]}{kept}{cluster.log_tails()}")
+
+    print(f"\n[slurm train test] {t_run:.1f}s | jobs {jobs}")
+    assert res.returncode == 0, context()
+    train_jobs = [j for j in jobs if j["comment"].startswith("rule_train")]
+    assert len(train_jobs) == 1 and train_jobs[0]["state"] == "COMPLETED", context()
+    # both ranks ran, started by srun (labelled "0: ", "1: ") with SLURM_* mapped to RANK/WORLD_SIZE
+    assert "$ srun --ntasks=2 " in log_text, context()
+    for r in (0, 1):
+        assert f"{r}: rank {r}/2 local {r} " in log_text, context()
+    result = json.loads((out / "result.json").read_text())
+    assert result["world_size"] == 2 and result["step"] == 2, result
+    assert json.loads((out / "ds_config.json").read_text())["train_batch_size"] == 16  # 8 x 1 x 2 ranks
+    assert (out / "final" / "open_clip_model.safetensors").is_file() and "world size 2" in (out / "final" / "README.md").read_text()
+    runs = _mlflow_runs(work / "results")
+    train_runs = [r for r in runs if r.info.run_name == "train:tiny"]
+    assert len(train_runs) == 1 and train_runs[0].data.params["world_size"] == "2", [r.info.run_name for r in runs]
+    assert train_runs[0].data.tags.get("slurm.job_id") == train_jobs[0]["id"]

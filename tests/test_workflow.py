@@ -14,6 +14,8 @@ import mlflow
 import pandas as pd
 import pytest
 
+from panel2patch.corpus.check import check_corpus
+
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -44,6 +46,7 @@ def demo(tmp_path_factory):
     work = copy_repo(tmp_path_factory.mktemp("wf"))
     proc = snakemake(work)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "Supervision yield:" in proc.stderr  # printed at the end of the run
     return work
 
 
@@ -53,14 +56,15 @@ def sha256(p: Path) -> str:
 
 def test_demo_ingests_every_figure(demo):
     summary = json.loads((demo / "results/ingest/summary.json").read_text())
-    assert summary["shards"] == 2 and summary["articles"] == 5
-    assert summary["figures_by_source"]["jats"] == 7 and summary["figures_by_source"]["pdf"] == 15
+    assert summary["shards"] == 2 and summary["articles"] == 6
+    assert summary["figures_by_source"]["jats"] == 8 and summary["figures_by_source"]["pdf"] == 15
     assert summary["skip_reasons"] == {"no-figures": 1}
     for shard in ("shard-00000", "shard-00001"):
-        for stage in ("ingest", "text", "layout", "align", "markers"):
+        for stage in ("ingest", "text", "layout", "align", "markers", "corpus_pairs"):
             assert (demo / f"results/logs/{stage}/{shard}.log").stat().st_size > 0
             assert (demo / f"results/benchmarks/{stage}/{shard}.tsv").exists()
     subs = pd.read_parquet(demo / "results/shard-00000/text/subcaptions.parquet").set_index(["figure_id", "key"])
+    assert "elife-32671__fig1" in {f for f, _ in subs.index}, "the sample's shard layout changed"
     assert subs.loc[("elife-32671__fig1", "A"), "full_text"].startswith("Two-photon imaging and photostimulation")
     assert {k for f, k in subs.index if f == "elife-32671__fig1"} == {"_shared", *"ABCDEFG"}
     # panels of the real figure get their subcaption through their printed letter
@@ -80,8 +84,9 @@ def test_mlflow_lineage(demo):
     assert parent.data.params["shard_size"] == "4" and parent.data.params["ingest.pdf_dpi"] == "150"
     assert [d.dataset.name for d in parent.inputs.dataset_inputs] == ["input-units"]
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
-    assert set(children) == {f"{stage}:{shard}" for stage in ("ingest", "text", "layout", "align", "markers")
-                             for shard in ("shard-00000", "shard-00001")} | {"ingest_summary:all"}
+    assert set(children) == {f"{stage}:{shard}" for stage in ("ingest", "text", "layout", "align", "markers", "corpus_pairs")
+                             for shard in ("shard-00000", "shard-00001")} | {"ingest_summary:all", "corpus:all",
+                                                                             "corpus_report:all", "train:tiny"}
     for shard in ("shard-00000", "shard-00001"):
         run = children[f"ingest:{shard}"]
         assert run.info.status == "FINISHED"
@@ -94,6 +99,22 @@ def test_mlflow_lineage(demo):
     assert children["text:shard-00000"].data.metrics["subcaptions"] > 0
     total = children["ingest_summary:all"].data.metrics["figures"]
     assert total == json.loads((demo / "results/ingest/summary.json").read_text())["figures"]
+    corpus = children["corpus:all"]
+    assert [d.dataset.name for d in corpus.inputs.dataset_inputs] == ["corpus-shards"]  # manifest, sha256 per shard
+    assert corpus.data.tags["output.sizes.sha256"] == sha256(demo / "results/corpus/shards/sizes.json")
+    assert corpus.data.metrics["yield.all"] == json.loads((demo / "results/corpus/yield.json").read_text())["per_figure"]["all"]
+
+
+def test_demo_builds_a_linked_three_level_corpus_and_report(demo):
+    problems, stats = check_corpus(demo / "results/corpus")
+    assert problems == [] and stats["articles"] == 6
+    assert set(stats["levels"]) == {"figure", "panel", "patch"}  # the arrows of the sample's eLife 01222 figure
+    yld = json.loads((demo / "results/corpus/yield.json").read_text())
+    assert yld["per_figure"]["panel"] > 1 and set(yld["by_split"]) == {"train", "val", "test"}
+    result = json.loads((demo / "results/train/tiny/result.json").read_text())
+    assert result["world_size"] == 2 and (demo / "results/train/tiny/final").is_dir()
+    page = (demo / "results/corpus/report/index.html").read_text()
+    assert "10.7554_eLife.01222__fig4" in page and (demo / "results/corpus/report/img").is_dir()
 
 
 def test_rerun_has_nothing_to_do_and_dry_run_logs_nothing(demo):

@@ -4,6 +4,7 @@
     panel2patch split-caption --in CAPTIONS.jsonl --out FILE.jsonl
     panel2patch panels IMAGE... --out FILE.jsonl
     panel2patch markers IMAGE... --out FILE.jsonl
+    panel2patch corpus build RESULTS | check CORPUS_DIR | report RESULTS
 
 Each subcommand lives next to its stage (``panel2patch.<stage>.cli``) and is imported only when
 it runs, so ``panel2patch --help`` stays fast.
@@ -22,6 +23,7 @@ COMMANDS = {
     "split-caption": ("panel2patch.text.cli", "split captions into per-panel subcaptions"),
     "panels": ("panel2patch.layout.cli", "find panels, panel letters and panel kinds in figure images"),
     "markers": ("panel2patch.markers.cli", "find arrows, arrowheads and asterisks on image panels, and their patches"),
+    "corpus": ("panel2patch.corpus.cli", "build, audit or report the figure/panel/patch WebDataset corpus"),
 }
 
 

@@ -1,4 +1,6 @@
 # Helpers shared by all rule files: config validation, input discovery, sharding, tracking.
+import sys
+
 import pandas as pd
 from snakemake.utils import validate
 
@@ -33,12 +35,30 @@ def units_manifest():
     )
 
 
+def corpus_licence_table():
+    """The licence table as an input (so a changed table reruns the pairs), or nothing."""
+    path = config["corpus"].get("licence_table")
+    return [path] if path else []
+
+
 def get_final_output():
-    return (
-        [f"{RESULTS}/ingest/summary.json"]
-        + expand(f"{RESULTS}/{{shard}}/align/panel_text.parquet", shard=SHARDS)
-        + expand(f"{RESULTS}/{{shard}}/markers/patches.parquet", shard=SHARDS)
-    )
+    return [
+        f"{RESULTS}/ingest/summary.json",
+        f"{RESULTS}/corpus/shards/sizes.json",
+        f"{RESULTS}/corpus/report",
+    ] + expand(f"{RESULTS}/train/{{run}}/result.json", run=config["train"]["runs"])
+
+
+def print_yield():
+    """The corpus's supervision yield, at the end of a successful run."""
+    import json
+    from pathlib import Path
+
+    from panel2patch.corpus.stage import format_yield
+
+    path = Path(RESULTS) / "corpus" / "yield.json"
+    if path.exists():
+        print(format_yield(json.loads(path.read_text())), file=sys.stderr)
 
 
 def start_tracking():

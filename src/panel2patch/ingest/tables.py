@@ -48,6 +48,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -137,11 +138,14 @@ SKIPS = pa.schema(
 )
 
 
-def write_table(rows: list[dict], schema: pa.Schema, path: str | Path) -> None:
-    """Write ``rows`` (dicts keyed by column) as Parquet, atomically (tmp file + rename)."""
+def write_table(rows, schema: pa.Schema, path: str | Path) -> None:
+    """Write ``rows`` (dicts keyed by column, or a DataFrame) as Parquet, atomically (tmp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema)
+    if isinstance(rows, pd.DataFrame):
+        table = pa.Table.from_pandas(rows[schema.names], schema=schema, preserve_index=False)
+    else:
+        table = pa.Table.from_pylist([{k: r.get(k) for k in schema.names} for r in rows], schema=schema)
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp)
     tmp.replace(path)

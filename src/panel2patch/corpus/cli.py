@@ -1,0 +1,66 @@
+"""``panel2patch corpus``: build, audit or report a corpus from stage outputs by hand.
+
+    panel2patch corpus build RESULTS [--config config/config.yaml] [--out RESULTS/corpus]
+        every ``RESULTS/shard-*`` with ingest, layout, align and markers outputs -> pairs per shard,
+        then shards, manifest and yield (same functions as the rules corpus_pairs and corpus)
+    panel2patch corpus check CORPUS_DIR      read the shards back and audit them (exit 1 on problems)
+    panel2patch corpus report RESULTS [--out DIR]   the HTML QC report (no MLflow run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    b = sub.add_parser("build", help="pairs of every shard under RESULTS -> WebDataset shards")
+    b.add_argument("results", help="results folder holding shard-*/ stage outputs")
+    b.add_argument("--config", default=None, help="workflow config whose corpus: section to use (default: built-in)")
+    b.add_argument("--out", default=None, help="corpus folder (default: RESULTS/corpus)")
+    c = sub.add_parser("check", help="audit a corpus folder (ids, splits, sizes, sha256)")
+    c.add_argument("corpus", help="corpus folder with shards/ and manifest.parquet")
+    r = sub.add_parser("report", help="write the HTML QC report")
+    r.add_argument("results")
+    r.add_argument("--out", default=None, help="report folder (default: RESULTS/corpus/report)")
+    r.add_argument("--figures", type=int, default=12)
+
+
+def _shards(results: Path) -> list[str]:
+    shards = sorted(p.name for p in results.glob("shard-*") if (p / "markers" / "patches.parquet").exists())
+    if not shards:
+        raise SystemExit(f"panel2patch corpus: no shard-*/markers/patches.parquet under {results}")
+    return shards
+
+
+def main(args: argparse.Namespace) -> int:
+    from .check import check_corpus
+    from .report import write_report
+    from .stage import run_corpus, run_pairs_shard
+
+    if args.action == "check":
+        problems, stats = check_corpus(args.corpus)
+        print(json.dumps(stats))
+        for p in problems:
+            print(f"problem: {p}", file=sys.stderr)
+        print(f"corpus check: {len(problems)} problems", file=sys.stderr)
+        return 1 if problems else 0
+    results = Path(args.results)
+    if args.action == "report":
+        print(write_report(results, _shards(results), args.out or results / "corpus" / "report", args.figures))
+        return 0
+    cfg = (yaml.safe_load(Path(args.config).read_text()) or {}).get("corpus", {}) if args.config else {}
+    tables = []
+    for shard in _shards(results):
+        d = results / shard
+        tables.append(d / "corpus" / "pairs.parquet")
+        run_pairs_shard(d / "ingest" / "figures.parquet", d / "layout" / "panels.parquet",
+                        d / "align" / "panel_text.parquet", d / "markers" / "patches.parquet", tables[-1], shard, cfg,
+                        results_dir=results)
+    run_corpus(tables, args.out or results / "corpus", cfg, results_dir=results)
+    return 0

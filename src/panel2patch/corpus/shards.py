@@ -1,0 +1,125 @@
+"""WebDataset shards of the kept pairs, in the format :mod:`panel2patch.train.data` documents.
+
+One stream for all levels with a ``level`` field in each sample's JSON (so a figure, its panels
+and their patches sit together in one shard, which the cross-level loss needs), shards named
+``<split>-<6 digits>.tar``, ``sizes.json`` beside them. Shards are reproducible: figures are
+ordered by a seeded shuffle, tar members carry fixed metadata (mtime 0, no user names), images
+are the stage files' bytes unless they exceed ``image_max_side`` (then resized and re-encoded),
+so the same inputs give the same sha256.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from pathlib import Path
+
+import pandas as pd
+import webdataset as wds
+from PIL import Image
+
+from ..ingest.images import to_rgb
+from ..tracking import sha256_path
+from .select import SPLITS
+
+# JSON fields of every sample (the ids the trainer uses, then provenance)
+SAMPLE_FIELDS = ("level", "text", "id", "figure_id", "article_id", "panel_id", "parent_id", "split", "licence",
+                 "licence_code", "licence_source", "kind", "label", "bbox", "text_source", "inline_refs",
+                 "method", "confidence", "panel_index", "patch_index", "shard")
+
+
+def image_bytes(path: str | Path, max_side: int | None) -> tuple[bytes, str]:
+    """(bytes, extension) of an image for a shard: the file itself when small enough and PNG/JPEG,
+    else an RGB re-encode (JPEG q 90 for JPEG sources, PNG otherwise) with long side <= max_side."""
+    path = Path(path)
+    raw = path.read_bytes()
+    with Image.open(io.BytesIO(raw)) as img:
+        fmt, size = img.format, img.size
+        if fmt in ("JPEG", "PNG") and (not max_side or max(size) <= max_side):
+            return raw, "jpg" if fmt == "JPEG" else "png"
+        img = to_rgb(img)
+        if max_side and max(size) > max_side:
+            scale = max_side / max(size)
+            img = img.resize((max(1, round(size[0] * scale)), max(1, round(size[1] * scale))), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        if fmt == "JPEG":
+            img.save(buf, "JPEG", quality=90)
+            return buf.getvalue(), "jpg"
+        img.save(buf, "PNG")
+        return buf.getvalue(), "png"
+
+
+def _key(pair_id: str, used: set[str]) -> str:
+    """A tar ``__key__`` from a pair id: no dots (WebDataset splits member names at the first dot)."""
+    key = pair_id.replace(".", "_")
+    n = 1
+    while key in used:
+        key, n = f"{pair_id.replace('.', '_')}-{n}", n + 1
+    used.add(key)
+    return key
+
+
+def _sample_json(row) -> bytes:
+    meta = {}
+    for f in SAMPLE_FIELDS:
+        v = getattr(row, "pair_id" if f == "id" else f)
+        if hasattr(v, "tolist"):
+            v = v.tolist()
+        meta[f] = None if (v is None or (isinstance(v, float) and pd.isna(v))) else v
+    return json.dumps(meta, ensure_ascii=False, sort_keys=True).encode()
+
+
+def figure_groups(kept: pd.DataFrame, seed: int) -> list[pd.DataFrame]:
+    """Kept pairs grouped per figure (figure, its panels, their patches), figures shuffled."""
+    order = {"figure": 0, "panel": 1, "patch": 2}
+    kept = kept.assign(_lvl=kept.level.map(order)).sort_values(["figure_id", "_lvl", "panel_index", "patch_index"],
+                                                                 na_position="first")
+    groups = [g.drop(columns="_lvl") for _, g in kept.groupby("figure_id", sort=True)]
+    random.Random(seed).shuffle(groups)
+    return groups
+
+
+def write_shards(pairs: pd.DataFrame, out_dir: str | Path, max_pairs: int = 1000, image_max_side: int | None = 1024,
+                 seed: int = 0) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Write the kept pairs of ``pairs`` (with a ``split`` column) as shards + ``sizes.json``.
+
+    A new shard starts when the current one holds ``max_pairs`` pairs, at a figure boundary (a
+    figure's pairs are never split across shards). Old ``*.tar`` files in ``out_dir`` are removed
+    first. Returns the manifest (one row per shard: shard, split, path, sha256, bytes, pairs,
+    pairs per level, articles, figures) and {pair_id: shard name}."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("*.tar"):
+        old.unlink()
+    kept = pairs[pairs.keep]
+    rows, sizes, where = [], {}, {}
+    for split in SPLITS:
+        groups = figure_groups(kept[kept.split == split], seed)
+        chunks: list[list[pd.DataFrame]] = []
+        for g in groups:
+            if not chunks or sum(len(x) for x in chunks[-1]) >= max_pairs:
+                chunks.append([])
+            chunks[-1].append(g)
+        for n, chunk in enumerate(chunks):
+            name = f"{split}-{n:06d}.tar"
+            part = pd.concat(chunk)
+            tmp = out_dir / (name + ".tmp")
+            used: set[str] = set()
+            with open(tmp, "wb") as fh, wds.TarWriter(fh, user="", group="", mtime=0, encoder=False) as sink:
+                for row in part.itertuples():
+                    data, ext = image_bytes(row.image_path, image_max_side)
+                    sink.write({"__key__": _key(row.pair_id, used), ext: data, "json": _sample_json(row)})
+            tmp.replace(out_dir / name)
+            sizes[name] = len(part)
+            where.update(dict.fromkeys(part.pair_id, name))
+            counts = part.level.value_counts()
+            rows.append({"shard": name, "split": split, "path": str(out_dir / name),
+                         "sha256": sha256_path(out_dir / name), "bytes": (out_dir / name).stat().st_size,
+                         "pairs": len(part), **{f"{lvl}_pairs": int(counts.get(lvl, 0)) for lvl in ("figure", "panel", "patch")},
+                         "articles": part.article_id.nunique(), "figures": part.figure_id.nunique()})
+    tmp = out_dir / "sizes.json.tmp"
+    tmp.write_text(json.dumps(sizes, indent=1, sort_keys=True) + "\n")
+    tmp.replace(out_dir / "sizes.json")
+    return pd.DataFrame(rows, columns=["shard", "split", "path", "sha256", "bytes", "pairs", "figure_pairs",
+                                       "panel_pairs", "patch_pairs", "articles", "figures"]), where

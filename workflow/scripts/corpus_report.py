@@ -1,0 +1,14 @@
+"""Snakemake adapter: the corpus QC report (panel2patch.corpus.stage.run_report)."""
+import sys
+
+sys.stderr = open(snakemake.log[0], "w", buffering=1)
+
+from panel2patch.corpus.stage import run_report
+
+run_report(
+    results_dir=snakemake.params.results,
+    shards=snakemake.params.shards,
+    out_dir=snakemake.output.report,
+    n_figures=snakemake.params.cfg.get("report", {}).get("figures", 12),
+    tracking_cfg=snakemake.params.tracking,
+)
