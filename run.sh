@@ -60,8 +60,9 @@ case "${1:-}" in
   setup) setup ;;
   demo)
     setup
-    "$VENV/bin/snakemake" --cores all
-    cat results/ingest/summary.json
+    "$VENV/bin/snakemake" --cores all   # ends with the supervision yield
+    echo "Corpus: results/corpus/shards/ (audit: $VENV/bin/panel2patch corpus check results/corpus)"
+    echo "QC report: results/corpus/report/index.html   model: results/train/tiny/final/"
     echo "MLflow runs: $VENV/bin/mlflow ui --backend-store-uri sqlite:///results/mlflow/mlflow.db"
     ;;
   test)
