@@ -10,7 +10,8 @@ CPU (``os.sched_setaffinity``, like ``taskset -c 0``) and sets ``OMP_THREAD_LIMI
 ``OMP_NUM_THREADS`` / OpenCV threads to 1 (tesseract inherits them).
 
 Per image: ``decode`` = ``Image.open(p)``, ``load()``, ``convert("RGB")`` (the best of ``--reps``);
-``layout`` = ``parse_figure(p)`` from the path (decoding included; the best of ``--reps``). The
+``layout`` = ``parse_figure(p)`` from the path (decoding included; the best of ``--reps``);
+``markers`` = ``figure_markers`` on the decoded image with that layout, per image panel. The
 glyph templates are built once before timing (about 1 s per process, not per figure). Printed:
 both medians over images, the ratio of the medians, and the median of per-image ratios.
 ``--clock cpu`` times with this process's CPU time (``time.process_time``) instead of wall time:
@@ -42,6 +43,7 @@ from PIL import Image  # noqa: E402
 
 from panel2patch.layout.glyphs import templates  # noqa: E402
 from panel2patch.layout.parse import parse_figure  # noqa: E402
+from panel2patch.markers.detect import figure_markers  # noqa: E402
 
 
 def default_images(data: Path) -> list[str]:
@@ -87,20 +89,31 @@ def main(argv=None) -> int:
         lay = best(lambda: parse_figure(p, reader=args.reader), args.reps, clock)
         with Image.open(p) as im:
             size = im.size
+            rgb = im.convert("RGB")
+        # markers stage on the image panels of this layout (decoded image in, as in the stage)
+        layout = parse_figure(rgb, reader=args.reader)
+        n_image = sum(q["kind"] == "image" for q in layout["panels"])
+        mk = best(lambda: figure_markers(rgb, layout=layout), args.reps, clock)
         rows.append({"image": os.path.basename(p), "size": size, "decode_ms": round(dec, 2),
-                     "layout_ms": round(lay, 2), "ratio": round(lay / dec, 2)})
+                     "layout_ms": round(lay, 2), "ratio": round(lay / dec, 2), "image_panels": n_image,
+                     "markers_ms_per_image_panel": round(mk / n_image, 2) if n_image else None})
+        per = f"{mk / n_image:6.1f} ms/image panel ({n_image})" if n_image else "no image panel"
         print(f"{rows[-1]['image'][:36]:36s} {size[0]:5d}x{size[1]:<5d} decode {dec:7.1f} ms  "
-              f"layout {lay:7.1f} ms  x{lay / dec:5.1f}")
+              f"layout {lay:7.1f} ms  x{lay / dec:5.1f}   markers {per}")
     md = statistics.median(r["decode_ms"] for r in rows)
     ml = statistics.median(r["layout_ms"] for r in rows)
     mr = statistics.median(r["ratio"] for r in rows)
+    per_panel = [r["markers_ms_per_image_panel"] for r in rows if r["markers_ms_per_image_panel"] is not None]
+    mm = statistics.median(per_panel) if per_panel else float("nan")
     print(f"\n{len(rows)} images, reader={args.reader}, one core, {args.clock} clock; "
           f"glyph templates built once in {build:.2f} s")
     print(f"median decode {md:.1f} ms, median layout {ml:.1f} ms, ratio of medians {ml / md:.1f}x, "
           f"median per-image ratio {mr:.1f}x (target <= 5x)")
+    print(f"markers: median {mm:.1f} ms per image panel over {len(per_panel)} figures with image panels")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "median_decode_ms": md, "median_layout_ms": ml,
-                                         "ratio_of_medians": ml / md, "median_ratio": mr}, indent=1))
+                                         "ratio_of_medians": ml / md, "median_ratio": mr,
+                                         "median_markers_ms_per_image_panel": mm}, indent=1))
     return 0
 
 
