@@ -172,7 +172,11 @@ class StageRun:
 
     def log_manifest(self, df, name: str, context: str = "input") -> None:
         """Log a table of inputs (paths, sizes, sha256) as the run's dataset input."""
-        mlflow.log_input(mlflow.data.from_pandas(df, source=str(self.results_dir), name=name), context=context)
+        # mlflow's own digest fails on an empty frame with Arrow string columns (a shard whose
+        # articles gave no figure): name the empty table by its columns instead
+        digest = hashlib.sha256(",".join(map(str, df.columns)).encode()).hexdigest()[:8] if df.empty else None
+        mlflow.log_input(mlflow.data.from_pandas(df, source=str(self.results_dir), name=name, digest=digest),
+                         context=context)
 
     def log_outputs(self, paths: dict[str, str | Path]) -> dict[str, dict]:
         """sha256 (and size) of every output: an ``outputs.json`` artifact and one tag per output."""
