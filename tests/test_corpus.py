@@ -48,8 +48,12 @@ def _stages(results: Path, shard: str, units: list[Path]) -> None:
 
 
 def _pair_tables(results: Path, cfg: dict, tag: str = "pairs") -> list[Path]:
+    return _pair_tables_for(results, list(SHARDS), cfg, tag)
+
+
+def _pair_tables_for(results: Path, shards: list[str], cfg: dict = CFG, tag: str = "pairs") -> list[Path]:
     out = []
-    for shard in SHARDS:
+    for shard in shards:
         d = results / shard
         path = d / "corpus" / f"{tag}.parquet"
         run_pairs_shard(d / "ingest" / "figures.parquet", d / "layout" / "panels.parquet",
@@ -287,3 +291,15 @@ def test_corpus_check_passes_the_built_corpus_and_catches_tampering(results, tmp
     text = "\n".join(problems)
     assert "manifest lists" in text and "1 samples, sizes.json says 2" in text
     assert "parent nowhere is not in the corpus" in text and "is in splits ['train', 'val']" in text
+
+
+def test_a_shard_without_figures_gives_empty_tables_not_a_crash(tmp_path):
+    # a shard whose only article is a PDF without figures (the sample's eLife Insight)
+    results = tmp_path / "results"
+    _stages(results, "shard-00000", [SAMPLE / "pdfs" / "elife-22661.pdf"])
+    [table] = [t for t in _pair_tables_for(results, ["shard-00000"])]
+    assert pd.read_parquet(table).empty
+    y = run_corpus([table], results / "corpus", CFG, results_dir=results)
+    assert y["pairs"] == {"figure": 0, "panel": 0, "patch": 0} and y["per_figure"]["all"] == 0.0
+    assert json.loads((results / "corpus" / "shards" / "sizes.json").read_text()) == {}
+    assert check_corpus(results / "corpus") == ([], {"shards": 0, "pairs": 0, "articles": 0, "levels": {}})

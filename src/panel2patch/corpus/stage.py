@@ -54,7 +54,7 @@ def _logging() -> None:
 
 
 def drop_counts(pairs: pd.DataFrame) -> dict:
-    dropped = pairs[~pairs.keep]
+    dropped = pairs[~pairs.keep.astype(bool)]  # (an empty table's column is object-typed)
     return {f"dropped.{lvl}.{reason}": int(n) for (lvl, reason), n in dropped.groupby(["level", "drop_reason"]).size().items()}
 
 
@@ -71,7 +71,7 @@ def run_pairs_shard(figures: str | Path, panels: str | Path, panel_text: str | P
                            pd.read_parquet(panel_text), pd.read_parquet(patches), patches.parent, cfg, shard,
                            read_licence_table(cfg["licence_table"]))
         write_table(rows, PAIRS, out_path)
-        df = pd.DataFrame(rows, columns=PAIRS.names)
+        df = pd.DataFrame(rows, columns=PAIRS.names).astype({"keep": bool})
         stats = {"candidates": len(df), **{f"kept.{lvl}": int(((df.level == lvl) & df.keep).sum()) for lvl in LEVELS},
                  **drop_counts(df), "seconds": round(time.perf_counter() - t0, 3)}
         run.log_metrics(stats)
