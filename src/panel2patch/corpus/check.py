@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pandas as pd
@@ -91,6 +91,5 @@ def check_corpus(corpus_dir: str | Path, decode_images: bool = True) -> tuple[li
         if len(splits) > 1:
             problems.append(f"article {article} is in splits {sorted(splits)}")
     stats = {"shards": len(sizes), "pairs": len(samples), "articles": len(article_splits),
-             "levels": dict(pd.Series([s.get("level") for s in samples.values()]).value_counts()) if samples else {}}
-    stats["levels"] = {k: int(v) for k, v in stats["levels"].items()}
+             "levels": dict(Counter(s.get("level") for s in samples.values()))}
     return problems, stats

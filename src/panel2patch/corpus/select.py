@@ -55,7 +55,7 @@ def near_duplicates(hashes: list[str | None], max_distance: int, groups: list | 
 def drop_near_duplicates(pairs: pd.DataFrame, max_distance: int | None) -> pd.DataFrame:
     """Mark kept pairs whose image is a near-duplicate of an earlier kept pair of the same level
     from another figure (order: article, figure, pair id) as dropped (``near-duplicate``, detail =
-    the kept pair's id)."""
+    the kept pair's id). Their children are dropped by :func:`propagate_drops`, called next."""
     pairs = pairs.copy()
     if max_distance is None or max_distance < 0:
         return pairs
@@ -63,7 +63,7 @@ def drop_near_duplicates(pairs: pd.DataFrame, max_distance: int | None) -> pd.Da
         idx = list(grp.index)
         for i, j in near_duplicates(list(grp.phash), max_distance, list(grp.figure_id)).items():
             pairs.loc[idx[i], ["keep", "drop_reason", "drop_detail"]] = [False, "near-duplicate", grp.pair_id.iloc[j]]
-    return propagate_drops(pairs)
+    return pairs
 
 
 def propagate_drops(pairs: pd.DataFrame) -> pd.DataFrame:
