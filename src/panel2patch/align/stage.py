@@ -25,7 +25,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .. import tracking
-from ..ingest.tables import write_table
+from ..ingest.tables import read_table, write_table
 from .panels import align_panels
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,8 @@ def run_align_shard(panels: str | Path, subcaptions: str | Path, out_path: str |
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with tracking.stage_run("align", shard, {"panels": "letter-then-order"}, results_dir, tracking_cfg) as run:
         t0 = time.perf_counter()
-        pan = pd.read_parquet(panels, columns=["figure_id", "panel_index", "label"])
-        sub = pd.read_parquet(subcaptions)
+        pan = read_table(panels, columns=["figure_id", "panel_index", "label"])
+        sub = read_table(subcaptions)
         pan_by, sub_by = dict(tuple(pan.groupby("figure_id"))), dict(tuple(sub.groupby("figure_id")))
         empty_sub = sub.iloc[0:0]
         rows = []

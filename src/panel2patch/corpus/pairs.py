@@ -29,7 +29,6 @@ Drop reasons, in the order they are checked (the first that applies is recorded)
 from __future__ import annotations
 
 import csv
-import math
 import logging
 from pathlib import Path
 
@@ -152,9 +151,13 @@ def shard_pairs(figures: pd.DataFrame, images_dir: Path, panels: pd.DataFrame, l
                 panel_text: pd.DataFrame, patches: pd.DataFrame, markers_dir: Path, cfg: dict,
                 shard: str, licences: dict[str, str] | None = None) -> list[dict]:
     """All candidate pairs of one shard (see the module docstring), figures in table order, each
-    followed by its panels and then their patches."""
+    followed by its panels and then their patches.
+
+    The tables are frames as :func:`panel2patch.ingest.tables.read_table` gives them (missing
+    values None; apply :func:`~panel2patch.ingest.tables.nulls` to a frame built otherwise). Every
+    value of the rows comes from them, from the images or is a constant, so the rows hold None,
+    never NaN, for a missing value."""
     cfg = {**DEFAULTS, **cfg}
-    figures, panels, panel_text, patches = (nulls(df) for df in (figures, panels, panel_text, patches))
     allowed, kinds = set(cfg["licences"]), set(cfg["panel_kinds"])
     texts = {(r.figure_id, int(r.panel_index)): r for r in panel_text.itertuples() if r.panel_index is not None}
     panels_by = dict(tuple(panels.groupby("figure_id"))) if len(panels) else {}
@@ -209,14 +212,4 @@ def shard_pairs(figures: pd.DataFrame, images_dir: Path, panels: pd.DataFrame, l
                 _image(rrow, Path(rrow["image_path"]), cfg)
                 _drop(rrow, _text_drop(rrow["text"], cfg["min_text_chars"]), None if r.paired else r.reason)
                 rows.append(rrow)
-    return [{k: _none(v) for k, v in r.items()} for r in rows]
-
-
-def nulls(df: pd.DataFrame) -> pd.DataFrame:
-    """Missing values as None (pandas reads them as NaN), so ``if x`` and ``x is None`` work."""
-    return df.astype(object).where(df.notna(), None) if len(df) else df
-
-
-def _none(v):
-    """A table's missing value (NaN from pandas) as None."""
-    return None if isinstance(v, float) and math.isnan(v) else v
+    return rows

@@ -20,7 +20,8 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFont
 
 from ..ingest.images import to_rgb
-from .pairs import LEVELS, nulls
+from ..ingest.tables import read_table
+from .pairs import LEVELS
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +31,13 @@ VIEW_SIDE = 1100  # long side of the drawn figures
 
 
 def _read(results: Path, shards: list[str], rel: str) -> pd.DataFrame:
-    frames = [pd.read_parquet(results / s / rel).assign(shard=s) for s in shards if (results / s / rel).exists()]
+    frames = [read_table(results / s / rel).assign(shard=s) for s in shards if (results / s / rel).exists()]
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def _esc(x) -> str:
-    return "" if x is None or (isinstance(x, float) and pd.isna(x)) else html.escape(str(x))
+    return "" if x is None else html.escape(str(x))
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -87,8 +88,8 @@ def histogram(values: list[float], title: str, bins: list[float] | None = None, 
 
 
 def draw_figure(image_path: Path, panels: pd.DataFrame, markers: pd.DataFrame, patches: pd.DataFrame, out: Path) -> None:
-    """The figure with panels, letters, markers and patches drawn on it, saved as JPEG."""
-    panels, markers, patches = nulls(panels), nulls(markers), nulls(patches)
+    """The figure with panels, letters, markers and patches drawn on it, saved as JPEG (tables as
+    :func:`~panel2patch.ingest.tables.read_table` gives them: missing values None)."""
     img = to_rgb(Image.open(image_path))
     scale = min(1.0, VIEW_SIDE / max(img.size))
     if scale < 1:
@@ -145,9 +146,9 @@ def write_report(results_dir: str | Path, shards: list[str], out_dir: str | Path
     """Write ``<out_dir>/index.html`` from the stage tables under ``results_dir``; returns its path."""
     results, out = Path(results_dir), Path(out_dir)
     (out / "img").mkdir(parents=True, exist_ok=True)
-    pairs = pd.read_parquet(results / "corpus" / "pairs.parquet")
+    pairs = read_table(results / "corpus" / "pairs.parquet")
     yld = json.loads((results / "corpus" / "yield.json").read_text())
-    manifest = pd.read_parquet(results / "corpus" / "manifest.parquet")
+    manifest = read_table(results / "corpus" / "manifest.parquet")
     summary = json.loads((results / "ingest" / "summary.json").read_text())
     figures = _read(results, shards, "ingest/figures.parquet")
     ingest_skips = _read(results, shards, "ingest/skips.parquet")
@@ -216,7 +217,7 @@ def write_report(results_dir: str | Path, shards: list[str], out_dir: str | Path
             img_html = f'<img src="{_esc(img_rel)}" alt="{_esc(fid)}">'
         except (OSError, ValueError) as e:  # a broken image must not break the report
             img_html = f"<p class='drop'>cannot draw {_esc(fid)}: {_esc(e)}</p>"
-        fp = nulls(pairs[pairs.figure_id == fid])
+        fp = pairs[pairs.figure_id == fid]
         rows = []
         for r in fp.itertuples():
             state = _Raw("<span class='keep'>kept</span>") if r.keep else _Raw(

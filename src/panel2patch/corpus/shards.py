@@ -64,9 +64,7 @@ def _sample_json(row) -> bytes:
     meta = {}
     for f in SAMPLE_FIELDS:
         v = getattr(row, "pair_id" if f == "id" else f)
-        if hasattr(v, "tolist"):
-            v = v.tolist()
-        meta[f] = None if (v is None or (isinstance(v, float) and pd.isna(v))) else v
+        meta[f] = v.tolist() if hasattr(v, "tolist") else v
     return json.dumps(meta, ensure_ascii=False, sort_keys=True).encode()
 
 
@@ -82,7 +80,8 @@ def figure_groups(kept: pd.DataFrame, seed: int) -> list[pd.DataFrame]:
 
 def write_shards(pairs: pd.DataFrame, out_dir: str | Path, max_pairs: int = 1000, image_max_side: int | None = 1024,
                  seed: int = 0) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Write the kept pairs of ``pairs`` (with a ``split`` column) as shards + ``sizes.json``.
+    """Write the kept pairs of ``pairs`` (with a ``split`` column; missing values None, as
+    :func:`~panel2patch.ingest.tables.read_table` gives them) as shards + ``sizes.json``.
 
     A new shard starts when the current one holds ``max_pairs`` pairs, at a figure boundary (a
     figure's pairs are never split across shards). Old ``*.tar`` files in ``out_dir`` are removed

@@ -32,7 +32,7 @@ import pandas as pd
 import pyarrow as pa
 
 from .. import tracking
-from ..ingest.tables import write_table
+from ..ingest.tables import read_table, write_table
 from .pairs import DEFAULTS, LEVELS, PAIRS, read_licence_table, shard_pairs
 from .select import drop_near_duplicates, propagate_drops, split_articles
 from .report import write_report
@@ -67,8 +67,8 @@ def run_pairs_shard(figures: str | Path, panels: str | Path, panel_text: str | P
     with tracking.stage_run("corpus_pairs", shard, cfg, results_dir, tracking_cfg) as run:
         t0 = time.perf_counter()
         figures, panels, patches = Path(figures), Path(panels), Path(patches)
-        rows = shard_pairs(pd.read_parquet(figures), figures.parent / "images", pd.read_parquet(panels), panels.parent,
-                           pd.read_parquet(panel_text), pd.read_parquet(patches), patches.parent, cfg, shard,
+        rows = shard_pairs(read_table(figures), figures.parent / "images", read_table(panels), panels.parent,
+                           read_table(panel_text), read_table(patches), patches.parent, cfg, shard,
                            read_licence_table(cfg["licence_table"]))
         write_table(rows, PAIRS, out_path)
         df = pd.DataFrame(rows, columns=PAIRS.names).astype({"keep": bool})
@@ -111,7 +111,7 @@ def run_corpus(pair_tables: list[str | Path], out_dir: str | Path, cfg: dict | N
     out_dir = Path(out_dir)
     with tracking.stage_run("corpus", "all", cfg, results_dir, tracking_cfg) as run:
         t0 = time.perf_counter()
-        pairs = pd.concat([pd.read_parquet(p) for p in pair_tables], ignore_index=True)
+        pairs = pd.concat([read_table(p) for p in pair_tables], ignore_index=True)
         if pairs.empty:
             pairs = pd.DataFrame(columns=PAIRS.names).astype({"keep": bool})
         pairs = propagate_drops(drop_near_duplicates(pairs, cfg["dedupe_max_distance"]))

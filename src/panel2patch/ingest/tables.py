@@ -149,3 +149,30 @@ def write_table(rows, schema: pa.Schema, path: str | Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp)
     tmp.replace(path)
+
+
+def nulls(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with every missing value (NaN, None, pd.NA, NaT) as None, so ``x is None`` and
+    ``if x`` work on the values.
+
+    Only the columns that hold a missing value change: they become object columns (an int column
+    with nulls, which pandas reads as float64, then holds Python floats such as ``2.0`` and None).
+    Columns without a missing value keep their dtype. Use it on a frame not read with
+    :func:`read_table`; applying it twice changes nothing."""
+    missing = df.isna()
+    cols = [c for c in df.columns if missing[c].any()]
+    if not cols:
+        return df
+    out = df.copy(deep=False)
+    for c in cols:
+        out[c] = df[c].astype(object).where(~missing[c], None)
+    return out
+
+
+def read_table(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a stage table (Parquet; ``columns`` to read only some) with its missing values as None.
+
+    pandas reads a Parquet null as NaN (float and string columns, and int columns with nulls,
+    which become float64) or pd.NA; stages use the values directly, so every stage reads its
+    inputs here instead of ``pd.read_parquet``. See :func:`nulls` for the dtypes."""
+    return nulls(pd.read_parquet(path, columns=columns))

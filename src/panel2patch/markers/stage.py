@@ -32,7 +32,7 @@ from PIL import Image
 from .. import tracking
 from ..align.panels import align_patches
 from ..ingest.images import ImageSkip, open_image, to_rgb
-from ..ingest.tables import write_table
+from ..ingest.tables import read_table, write_table
 from .detect import figure_markers
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,8 @@ DEFAULTS = {"kinds": ["image"], "max_image_pixels": 200_000_000, "detect": {}, "
 
 def markers_figure(figure_id: str, img: Image.Image, panels: pd.DataFrame, phrases: pd.DataFrame, out_dir: Path,
                    cfg: dict) -> tuple[list[dict], list[dict]]:
-    """Marker and patch rows of one figure (patch crops written under ``out_dir/crops``)."""
+    """Marker and patch rows of one figure (patch crops written under ``out_dir/crops``); ``panels``
+    and ``phrases`` as :func:`~panel2patch.ingest.tables.read_table` gives them (missing values None)."""
     layout = {"panels": [{"bbox": list(p.bbox), "label_bbox": None if p.label_bbox is None else list(p.label_bbox),
                           "kind": p.kind, "label": p.label} for p in panels.itertuples()]}
     res = figure_markers(img, params=cfg["detect"] or None, patch_params=cfg["patches"] or None, layout=layout,
@@ -60,10 +61,10 @@ def markers_figure(figure_id: str, img: Image.Image, panels: pd.DataFrame, phras
               "type": m["type"], "bbox": [int(v) for v in m["bbox"]], "colour": m.get("colour"), "tip": m.get("tip"),
               "direction": m.get("direction"), "score": m["score"]} for i, m in enumerate(res["markers"])]
     # a patch's type and colour are its first marker's; its panel letter comes from the layout
-    labels = [None if pd.isna(x) else x for x in panels.label]
+    labels = list(panels.label)
     plist = [{"index": i, "panel_label": labels[pt["panel_index"]], "type": res["markers"][pt["marker_indices"][0]]["type"],
               "colour": res["markers"][pt["marker_indices"][0]].get("colour")} for i, pt in enumerate(res["patches"])]
-    phrase_list = [{"type": r.type, "colour": None if pd.isna(r.colour) else r.colour, "count": None if pd.isna(r.count) else int(r.count),
+    phrase_list = [{"type": r.type, "colour": r.colour, "count": None if r.count is None else int(r.count),
                     "labels": list(r.labels), "phrase": r.phrase} for r in phrases.itertuples()]
     prows = []
     for pair in align_patches(plist, phrase_list):
@@ -92,9 +93,9 @@ def run_markers_shard(figures: str | Path, panels: str | Path, phrases: str | Pa
     ingest_dir = Path(figures).parent
     with tracking.stage_run("markers", shard, {"markers": cfg}, results_dir, tracking_cfg) as run:
         t0 = time.perf_counter()
-        figs = pd.read_parquet(figures, columns=["figure_id", "image_path"])
-        pan_by = dict(tuple(pd.read_parquet(panels).groupby("figure_id")))
-        phr = pd.read_parquet(phrases)
+        figs = read_table(figures, columns=["figure_id", "image_path"])
+        pan_by = dict(tuple(read_table(panels).groupby("figure_id")))
+        phr = read_table(phrases)
         phr_by = dict(tuple(phr.groupby("figure_id")))
         markers, patches, skips = [], [], []
         for fig in figs.itertuples():

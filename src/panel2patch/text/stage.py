@@ -20,11 +20,10 @@ import logging
 import time
 from pathlib import Path
 
-import pandas as pd
 import pyarrow as pa
 
 from .. import tracking
-from ..ingest.tables import write_table
+from ..ingest.tables import read_table, write_table
 from .markers import find_marker_phrases
 from .split import split_caption
 
@@ -65,7 +64,7 @@ def run_text_shard(figures: str | Path, out_dir: str | Path, shard: str, results
     out_dir = Path(out_dir)
     with tracking.stage_run("text", shard, {"splitter": "rules-v1"}, results_dir, tracking_cfg) as run:
         t0 = time.perf_counter()
-        figs = pd.read_parquet(figures, columns=["figure_id", "caption", "inline_refs"])
+        figs = read_table(figures, columns=["figure_id", "caption", "inline_refs"])
         subs, marks = [], []
         for row in figs.itertuples(index=False):
             s, m = caption_rows(row.figure_id, row.caption, row.inline_refs)
