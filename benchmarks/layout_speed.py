@@ -9,10 +9,12 @@ Images: the hand-labelled development figures and the EXSCLAIM figures under
 CPU (``os.sched_setaffinity``, like ``taskset -c 0``) and sets ``OMP_THREAD_LIMIT`` /
 ``OMP_NUM_THREADS`` / OpenCV threads to 1 (tesseract inherits them).
 
-Per image: ``decode`` = ``Image.open(p)``, ``load()``, ``convert("RGB")`` (the best of ``--reps``);
-``layout`` = ``parse_figure(p)`` from the path (decoding included; the best of ``--reps``);
+Per image: ``decode`` = ``Image.open(p)``, ``load()``, ``convert("RGB")``;
+``layout`` = ``parse_figure(p)`` from the path (decoding included);
 ``markers`` = ``figure_markers`` on the decoded image with that layout, per image panel. The
-glyph templates are built once before timing (about 1 s per process, not per figure). Printed:
+glyph templates are built once before timing (about 1 s per process, not per figure). Timing
+runs in ``--reps`` rounds over all images, each step timed once per image and round, and keeps
+each image's best round per step (so decode and layout sample the same stretches of time). Printed:
 both medians over images, the ratio of the medians, and the median of per-image ratios.
 ``--clock cpu`` times with this process's CPU time (``time.process_time``) instead of wall time:
 steadier on a shared, loaded machine, where wall times mostly measure the other processes
@@ -52,13 +54,10 @@ def default_images(data: Path) -> list[str]:
         sorted(glob.glob(str(root / "exsclaim-naturecomms" / "images" / "*.jpg")))
 
 
-def best(fn, reps: int, clock=time.perf_counter) -> float:
-    times = []
-    for _ in range(reps):
-        t = clock()
-        fn()
-        times.append(clock() - t)
-    return min(times) * 1000.0
+def once(fn, clock=time.perf_counter) -> float:
+    t = clock()
+    fn()
+    return clock() - t
 
 
 def main(argv=None) -> int:
@@ -67,7 +66,7 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=Path(env) if env else REPO.parent / "shared" / "data")
     ap.add_argument("--images", nargs="*", help="image files or globs (default: the shared dev + EXSCLAIM figures)")
     ap.add_argument("--reader", default="glyph", choices=["glyph", "tesseract"])
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5, help="rounds over all images (best round kept)")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="wall time (default) or this process's CPU time (steadier on a busy machine)")
     ap.add_argument("--json", type=Path)
@@ -82,18 +81,27 @@ def main(argv=None) -> int:
     t = time.perf_counter()
     templates()
     build = time.perf_counter() - t
-    rows = []
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    # Rounds over all images, each image's decode, layout and markers timed once per round, and
+    # the best round kept per image and step: both sides of a ratio sample the same stretches of
+    # time, so a busy moment of the machine does not land on one side only.
+    work = []
     for p in paths:
-        clock = time.process_time if args.clock == "cpu" else time.perf_counter
-        dec = best(lambda: Image.open(p).convert("RGB"), args.reps, clock)
-        lay = best(lambda: parse_figure(p, reader=args.reader), args.reps, clock)
         with Image.open(p) as im:
             size = im.size
             rgb = im.convert("RGB")
-        # markers stage on the image panels of this layout (decoded image in, as in the stage)
-        layout = parse_figure(rgb, reader=args.reader)
+        layout = parse_figure(rgb, reader=args.reader)  # markers run on the decoded image with its layout
+        work.append((p, size, rgb, layout))
+    times = [{"decode": [], "layout": [], "markers": []} for _ in paths]
+    for _ in range(args.reps):
+        for (p, size, rgb, layout), t in zip(work, times):
+            t["decode"].append(once(lambda: Image.open(p).convert("RGB"), clock))
+            t["layout"].append(once(lambda: parse_figure(p, reader=args.reader), clock))
+            t["markers"].append(once(lambda: figure_markers(rgb, layout=layout), clock))
+    rows = []
+    for (p, size, rgb, layout), t in zip(work, times):
+        dec, lay, mk = (min(t[k]) * 1000.0 for k in ("decode", "layout", "markers"))
         n_image = sum(q["kind"] == "image" for q in layout["panels"])
-        mk = best(lambda: figure_markers(rgb, layout=layout), args.reps, clock)
         rows.append({"image": os.path.basename(p), "size": size, "decode_ms": round(dec, 2),
                      "layout_ms": round(lay, 2), "ratio": round(lay / dec, 2), "image_panels": n_image,
                      "markers_ms_per_image_panel": round(mk / n_image, 2) if n_image else None})

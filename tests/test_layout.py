@@ -296,3 +296,44 @@ def test_real_single_panel_and_mosaic(shared_data):
     assert [p["bbox"] for p in res["panels"]] == [[0, 0, 661, 624]]
     res = parse_figure(root / "fsy_PMC7003341_fig2.png")  # CT mosaic, 1-2 px white separators
     assert [p["label"] for p in res["panels"]] == ["a", "b", "c", "d"]
+
+
+# ------------------------------------------------------------------------------------------------
+# fast paths: the same numbers as the plain computation
+
+
+def test_box_counts_equal_slicing_on_real_labels(shared_data):
+    """Both ways of counting pixels in boxes (gathering every box's pixels at once, or box by
+    box) give the integers plain slicing gives, for masks and for a table over component labels,
+    with boxes partly or wholly outside the image and empty ones."""
+    import cv2
+
+    from panel2patch.layout import letters
+    from panel2patch.layout.split import prepare
+
+    canvas = prepare(shared_data / "panels-gt" / "hand-labelled-dev" / "images" / "fsy_PMC7003341_fig3.png")
+    m = canvas.gray < 140
+    n, lab, _, _ = cv2.connectedComponentsWithStats(m.view(np.uint8), connectivity=8, ltype=cv2.CV_16U)
+    table = (np.random.default_rng(0).random(n) < 0.5).astype(np.uint8)
+    H, W = m.shape
+    rng = np.random.default_rng(1)
+    for side in (4, 40):  # small boxes (gathered) and large ones (box by box)
+        x1, y1 = rng.integers(-30, W + 5, 300), rng.integers(-30, H + 5, 300)
+        x2, y2 = x1 + rng.integers(-3, side, 300), y1 + rng.integers(-3, side, 300)
+        for a, t in ((m, None), (lab, table)):
+            got = letters._box_counts(a, x1, y1, x2, y2, t)
+            want = []
+            for b in zip(x1, y1, x2, y2):
+                bx1, by1, bx2, by2 = (int(np.clip(v, 0, lim)) for v, lim in zip(b, (W, H, W, H)))
+                sub = a[by1:max(by1, by2), bx1:max(bx1, bx2)]
+                want.append(int(np.count_nonzero(t[sub] if t is not None else sub)))
+            assert got.tolist() == want
+
+
+def test_fmean_is_numpy_mean():
+    from panel2patch.layout.glyphs import fmean
+
+    rng = np.random.default_rng(0)
+    for shape in ((20, 20), (7,), (3, 1001)):
+        a = rng.random(shape, dtype=np.float32)
+        assert fmean(a) == a.mean() and fmean(a).dtype == a.mean().dtype

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .glyphs import classifier, glyph_vector
+from .glyphs import classifier, fmean, glyph_vector
 from .split import Box, Canvas, components, median1d
 
 LOWER = string.ascii_lowercase
@@ -90,16 +90,33 @@ BOXES_PER_PASS = 2000
 
 def _box_counts(a: np.ndarray, x1, y1, x2, y2, table: np.ndarray | None = None) -> np.ndarray:
     """Per box (integer coordinate arrays, clipped to the image like :func:`_boxsum`): the number
-    of nonzero pixels of ``a`` in it, or, with ``table``, of ``table[a]`` (``a``: labels)."""
+    of nonzero pixels of ``a`` in it, or, with ``table``, of ``table[a]`` (``a``: labels).
+
+    Small boxes (the usual case: bands and rings around glyphs) are counted by gathering all their
+    pixels at once, larger ones box by box."""
     H, W = a.shape
-    out = np.zeros(len(x1), np.int64)
-    boxes = zip(np.minimum(np.maximum(x1, 0), W).tolist(), np.minimum(np.maximum(y1, 0), H).tolist(),
-                np.minimum(np.maximum(x2, 0), W).tolist(), np.minimum(np.maximum(y2, 0), H).tolist())
-    for k, (bx1, by1, bx2, by2) in enumerate(boxes):
-        if bx2 > bx1 and by2 > by1:
-            sub = a[by1:by2, bx1:bx2]
-            out[k] = np.count_nonzero(table[sub] if table is not None else sub)
+    x1, x2 = np.minimum(np.maximum(x1, 0), W), np.minimum(np.maximum(x2, 0), W)
+    y1, y2 = np.minimum(np.maximum(y1, 0), H), np.minimum(np.maximum(y2, 0), H)
+    bw, bh = np.maximum(x2 - x1, 0), np.maximum(y2 - y1, 0)
+    area = bw * bh
+    if int(area.sum()) <= GATHER_PIXELS_PER_BOX * len(area):
+        # every pixel of every box: its box b, its offset o inside the box, its flat index
+        b = np.repeat(np.arange(len(area)), area)
+        o = np.arange(len(b)) - np.repeat(np.cumsum(area) - area, area)
+        w = bw[b]
+        v = a.reshape(-1)[(y1[b] + o // w) * W + x1[b] + o % w]
+        if table is not None:
+            v = table[v]
+        return np.bincount(b[v != 0], minlength=len(area))
+    out = np.zeros(len(area), np.int64)
+    for k, bx1, by1, bx2, by2 in zip(np.flatnonzero(area).tolist(), *(v[area > 0].tolist() for v in (x1, y1, x2, y2))):
+        sub = a[by1:by2, bx1:bx2]
+        out[k] = np.count_nonzero(table[sub] if table is not None else sub)
     return out
+
+
+# Gathering pixels beats slicing box by box while boxes hold fewer pixels than this on average.
+GATHER_PIXELS_PER_BOX = 150
 
 
 def _lookup(table: np.ndarray, lab: np.ndarray) -> np.ndarray:
@@ -117,42 +134,51 @@ def _prefilter(gray: np.ndarray, m: np.ndarray, lab: np.ndarray, st: np.ndarray,
     """Fast, conservative pre-filter over many glyphs at once (box counts): drop glyphs with
     a glyph-sized neighbour right beside them on their line (inside words), with much ink of
     their polarity around them, or standing on the wrong ground. The full tests in
-    :func:`find_candidates` decide for the rest."""
+    :func:`find_candidates` decide for the rest.
+
+    The tests run in that order, each on the glyphs the previous ones kept (most glyphs are
+    inside words, so the later counts cover few boxes)."""
     x, y, w, h = st[1:, 0], st[1:, 1], st[1:, 2], st[1:, 3]
+    H, W = gray.shape
+
+    def counts(a, boxes, table=None):
+        """Pixel counts of ``a`` (or ``table[a]``) per box, for each of ``boxes``: from an
+        integral image, or, for few glyphs on a large image, by slicing each box (the same
+        integers, without a pass over the whole image)."""
+        if len(boxes[0][0]) * len(boxes) * BOXES_PER_PASS < 2 * a.size:
+            return [_box_counts(a, *b, table=table) for b in boxes]
+        S = cv2.integral(_lookup(table, a) if table is not None else a.view(np.uint8))
+        return [_boxsum(S, *b) for b in boxes]
+
+    # 1. A glyph-sized component in the bands right and left of the glyph (a word).
     small = np.zeros(len(st), bool)
     small[1:] = (h <= 1.6 * hmax) & (w <= 3 * hmax) & ~((h >= 0.8 * hmin) & (w <= 0.45 * h))  # not brackets
-    ground = (gray >= 150) if polarity == "dark" else (gray <= 110)
+    gx1, gy1, gw, gh = x[idx], y[idx], w[idx], h[idx]
+    gx2 = gx1 + gw
+    band = np.maximum(1, np.round(0.25 * gh)).astype(np.int64)
+    r1, r2 = gy1 + gh // 4, gy1 + gh - gh // 4
+    right, left = counts(lab, [(gx2 + 1, r1, gx2 + 1 + band, r2), (gx1 - 1 - band, r1, gx1 - 1, r2)],
+                         table=small.view(np.uint8))
+    idx = idx[(right == 0) & (left == 0)]
+    if len(idx) == 0:
+        return idx
+    # 2. Much ink of its polarity around it, 3. the wrong ground around it (in a ring of 0.3 heights).
     gx1, gy1, gw, gh = x[idx], y[idx], w[idx], h[idx]
     gx2, gy2 = gx1 + gw, gy1 + gh
-    band = np.maximum(1, np.round(0.25 * gh)).astype(np.int64)
-    r1, r2 = gy1 + gh // 4, gy2 - gh // 4
     pad = np.maximum(2, (0.3 * gh).astype(np.int64))
     ex1, ey1, ex2, ey2 = gx1 - pad, gy1 - pad, gx2 + pad, gy2 + pad
-    # Pixel counts over boxes (small-glyph pixels in the bands beside each glyph; ink and ground
-    # around it): from integral images, or, for few glyphs on a large image, by slicing each box
-    # (the same integers, without three passes over the whole image).
-    if len(idx) * BOXES_PER_PASS < gray.size:
-        table = small.view(np.uint8)
-        counts = [_box_counts(lab, gx2 + 1, r1, gx2 + 1 + band, r2, table),
-                  _box_counts(lab, gx1 - 1 - band, r1, gx1 - 1, r2, table),
-                  _box_counts(m, ex1, ey1, ex2, ey2), _box_counts(m, gx1, gy1, gx2, gy2),
-                  _box_counts(ground, ex1, ey1, ex2, ey2), _box_counts(ground, gx1, gy1, gx2, gy2)]
-    else:
-        Ss = cv2.integral(_lookup(small.view(np.uint8), lab))
-        Sm = cv2.integral(m.view(np.uint8))
-        Sg = cv2.integral(ground.view(np.uint8))
-        counts = [_boxsum(Ss, gx2 + 1, r1, gx2 + 1 + band, r2), _boxsum(Ss, gx1 - 1 - band, r1, gx1 - 1, r2),
-                  _boxsum(Sm, ex1, ey1, ex2, ey2), _boxsum(Sm, gx1, gy1, gx2, gy2),
-                  _boxsum(Sg, ex1, ey1, ex2, ey2), _boxsum(Sg, gx1, gy1, gx2, gy2)]
-    right, left, ink_out, ink_in, ground_out, ground_in = counts
-    H, W = gray.shape
     ring_area = (np.minimum(np.maximum(ex2, 0), W) - np.minimum(np.maximum(ex1, 0), W)) * \
         (np.minimum(np.maximum(ey2, 0), H) - np.minimum(np.maximum(ey1, 0), H)) - gw * gh
     ring_area = np.maximum(ring_area, 1)
-    ring_ink = (ink_out - ink_in) / ring_area
-    ring_ground = (ground_out - ground_in) / ring_area
-    keep = (right == 0) & (left == 0) & (ring_ink <= 0.3) & (ring_ground >= 0.45)
-    return idx[keep]
+    ink_out, ink_in = counts(m, [(ex1, ey1, ex2, ey2), (gx1, gy1, gx2, gy2)])
+    ok = (ink_out - ink_in) / ring_area <= 0.3
+    idx, ring_area = idx[ok], ring_area[ok]
+    if len(idx) == 0:
+        return idx
+    ex1, ey1, ex2, ey2, gx1, gy1, gx2, gy2 = (v[ok] for v in (ex1, ey1, ex2, ey2, gx1, gy1, gx2, gy2))
+    ground = (gray >= 150) if polarity == "dark" else (gray <= 110)
+    ground_out, ground_in = counts(ground, [(ex1, ey1, ex2, ey2), (gx1, gy1, gx2, gy2)])
+    return idx[(ground_out - ground_in) / ring_area >= 0.45]
 
 
 def _context(x, y, w, h, idx) -> dict[str, np.ndarray]:
@@ -331,7 +357,7 @@ def find_candidates(canvas: Canvas, max_candidates: int = 100) -> list[Candidate
             mx = cv2.max(cv2.max(r, g), b)[comp]
             if len(mx):
                 mx = mx.astype(np.float32)
-                sat = float(((mx - cv2.min(cv2.min(r, g), b)[comp]) / np.maximum(mx, 1.0)).mean())
+                sat = float(fmean((mx - cv2.min(cv2.min(r, g), b)[comp]) / np.maximum(mx, 1.0)))
                 if sat > 0.35:
                     isolation *= 0.6
             out.append(Candidate(box=(gx1, gy1, gx2, gy2), label_box=(lx1, ly1, lx2, ly2), mask=ink,
