@@ -1,7 +1,7 @@
 """Speed of the layout stage next to plain image decoding, on one core.
 
     PYTHONPATH=src python benchmarks/layout_speed.py [--data DIR] [--images GLOB ...]
-                                                      [--reader glyph|tesseract] [--reps 3]
+                                                      [--reader glyph|tesseract] [--reps 5]
                                                       [--clock wall|cpu]
 
 Images: the hand-labelled development figures and the EXSCLAIM figures under

@@ -244,6 +244,19 @@ def test_slurm_env_mapping(monkeypatch):
     assert first_host("x1,x2") == "x1"
 
 
+def test_deepspeed_ops_build_in_the_environments_own_cache(monkeypatch):
+    """DeepSpeed's compiled CPU ops go to a cache inside this (writable) environment, so two
+    checkouts with their own venvs do not rebuild them in turn; a user's TORCH_EXTENSIONS_DIR wins."""
+    from panel2patch.train.distributed import own_extensions_dir
+
+    monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+    own_extensions_dir()
+    assert os.environ["TORCH_EXTENSIONS_DIR"] == os.path.join(sys.prefix, "torch_extensions")
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", "/somewhere/else")
+    own_extensions_dir()
+    assert os.environ["TORCH_EXTENSIONS_DIR"] == "/somewhere/else"
+
+
 def test_launch_command_picks_srun_in_a_slurm_job_else_torchrun_or_one_process(tmp_path):
     from panel2patch.train.launch import job_key, launch_command, prepare_output
 

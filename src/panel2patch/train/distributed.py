@@ -19,6 +19,7 @@ import datetime
 import os
 import re
 import subprocess
+import sys
 from collections.abc import Mapping
 
 import torch
@@ -95,12 +96,23 @@ def init(use_deepspeed: bool = True) -> tuple[int, int, int, torch.device]:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
         if use_deepspeed:
+            own_extensions_dir()
             import deepspeed
 
             deepspeed.init_distributed(dist_backend=backend, timeout=datetime.timedelta(minutes=30))
         else:
             dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
     return rank, local_rank, world, device
+
+
+def own_extensions_dir() -> None:
+    """DeepSpeed compiles its CPU ops (``deepspeed_shm_comm``) with torch's cpp_extension into one
+    cache per user (``~/.cache/torch_extensions``), keyed by the op's name only, while the build
+    command holds the Python environment's path: two checkouts or CI clones with their own venvs
+    rebuilt it in turn (80-130 s each time, seen in this repository's Slurm tests). Unless
+    ``TORCH_EXTENSIONS_DIR`` is set, a writable environment gets its own cache inside it."""
+    if "TORCH_EXTENSIONS_DIR" not in os.environ and os.access(sys.prefix, os.W_OK):
+        os.environ["TORCH_EXTENSIONS_DIR"] = os.path.join(sys.prefix, "torch_extensions")
 
 
 def is_main() -> bool:
