@@ -173,7 +173,7 @@ class SlurmCluster:
     DAEMONS = ("slurmd", "slurmctld", "munged")  # stop order
 
     def __init__(self, prefix: str | Path | None = None, start_timeout: float = 60.0,
-                 install: bool = True, min_job_age: int = 300):
+                 install: bool = True, min_job_age: int = 7200):
         self._given_prefix = Path(prefix) if prefix else None
         self._made_prefix: Path | None = None  # the temp prefix start() made (cleanup removes it)
         self._set_prefix(self._given_prefix)

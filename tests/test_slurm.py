@@ -76,7 +76,8 @@ def cluster():
 
 
 def _squeue(cluster: SlurmCluster) -> list[dict]:
-    """Every job the controller still knows (finished ones stay MinJobAge = 300 s)."""
+    """Every job the controller still knows: finished ones stay MinJobAge (the test cluster's 2 h;
+    Slurm's default 300 s lost the first jobs of a whole-DAG run that took 430 s on a loaded machine)."""
     res = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%j|%T|%k"], env=cluster.env(),
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 0, res.stderr
