@@ -138,6 +138,14 @@ def test_shards_are_reproducible(results, tmp_path):
     a = pd.read_parquet(results / "corpus" / "manifest.parquet")
     b = pd.read_parquet(tmp_path / "again" / "manifest.parquet")
     assert list(a.sha256) == list(b.sha256)
+    # Several shards written at once give the bytes written one at a time.
+    small = {**CFG, "shard_max_pairs": 5}
+    run_corpus(tables, tmp_path / "one", small, results_dir=results)
+    run_corpus(tables, tmp_path / "three", small, results_dir=results, threads=3)
+    one, three = (pd.read_parquet(tmp_path / d / "manifest.parquet") for d in ("one", "three"))
+    assert len(one) > 3 and list(one.shard) == list(three.shard) and list(one.sha256) == list(three.sha256)
+    assert (tmp_path / "one" / "shards" / "sizes.json").read_text() == (tmp_path / "three" / "shards" / "sizes.json").read_text()
+    assert pd.read_parquet(tmp_path / "one" / "pairs.parquet").tar.equals(pd.read_parquet(tmp_path / "three" / "pairs.parquet").tar)
 
 
 def test_licence_allow_list_and_missing_licence(results):

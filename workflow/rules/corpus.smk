@@ -44,7 +44,7 @@ rule corpus:
         cfg=config["corpus"],
         tracking=config["tracking"],
         results=RESULTS,
-    threads: 1
+    threads: 2  # shards written at once (same bytes for any value); raise it in a profile: set-threads: {corpus: 16}
     resources:
         mem_mb=4000,
         runtime=120,

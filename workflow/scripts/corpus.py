@@ -13,4 +13,5 @@ run_corpus(
     cfg=snakemake.params.cfg,
     results_dir=snakemake.params.results,
     tracking_cfg=snakemake.params.tracking,
+    threads=snakemake.threads,
 )

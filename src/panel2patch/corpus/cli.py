@@ -23,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("results", help="results folder holding shard-*/ stage outputs")
     b.add_argument("--config", default=None, help="workflow config whose corpus: section to use (default: built-in)")
     b.add_argument("--out", default=None, help="corpus folder (default: RESULTS/corpus)")
+    b.add_argument("--threads", type=int, default=1, help="shards written at once (the output does not depend on it)")
     c = sub.add_parser("check", help="audit a corpus folder (ids, splits, sizes, sha256)")
     c.add_argument("corpus", help="corpus folder with shards/ and manifest.parquet")
     r = sub.add_parser("report", help="write the HTML QC report")
@@ -62,5 +63,5 @@ def main(args: argparse.Namespace) -> int:
         run_pairs_shard(d / "ingest" / "figures.parquet", d / "layout" / "panels.parquet",
                         d / "align" / "panel_text.parquet", d / "markers" / "patches.parquet", tables[-1], shard, cfg,
                         results_dir=results)
-    run_corpus(tables, args.out or results / "corpus", cfg, results_dir=results)
+    run_corpus(tables, args.out or results / "corpus", cfg, results_dir=results, threads=args.threads)
     return 0

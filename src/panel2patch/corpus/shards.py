@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import random
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -79,20 +80,22 @@ def figure_groups(kept: pd.DataFrame, seed: int) -> list[pd.DataFrame]:
 
 
 def write_shards(pairs: pd.DataFrame, out_dir: str | Path, max_pairs: int = 1000, image_max_side: int | None = 1024,
-                 seed: int = 0) -> tuple[pd.DataFrame, dict[str, str]]:
+                 seed: int = 0, workers: int = 1) -> tuple[pd.DataFrame, dict[str, str]]:
     """Write the kept pairs of ``pairs`` (with a ``split`` column; missing values None, as
     :func:`~panel2patch.ingest.tables.read_table` gives them) as shards + ``sizes.json``.
 
     A new shard starts when the current one holds ``max_pairs`` pairs, at a figure boundary (a
     figure's pairs are never split across shards). Old ``*.tar`` files in ``out_dir`` are removed
-    first. Returns the manifest (one row per shard: shard, split, path, sha256, bytes, pairs,
-    pairs per level, articles, figures) and {pair_id: shard name}."""
+    first. ``workers`` shards are written at once (threads: reading and re-encoding images
+    releases the GIL); each shard's bytes do not depend on it. Returns the manifest (one row per
+    shard: shard, split, path, sha256, bytes, pairs, pairs per level, articles, figures) and
+    {pair_id: shard name}."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("*.tar"):
         old.unlink()
     kept = pairs[pairs.keep]
-    rows, sizes, where = [], {}, {}
+    jobs = []  # (split, shard name, its pairs), in shard order
     for split in SPLITS:
         groups = figure_groups(kept[kept.split == split], seed)
         chunks: list[list[pd.DataFrame]] = []
@@ -100,23 +103,30 @@ def write_shards(pairs: pd.DataFrame, out_dir: str | Path, max_pairs: int = 1000
             if not chunks or sum(len(x) for x in chunks[-1]) >= max_pairs:
                 chunks.append([])
             chunks[-1].append(g)
-        for n, chunk in enumerate(chunks):
-            name = f"{split}-{n:06d}.tar"
-            part = pd.concat(chunk)
-            tmp = out_dir / (name + ".tmp")
-            used: set[str] = set()
-            with open(tmp, "wb") as fh, wds.TarWriter(fh, user="", group="", mtime=0, encoder=False) as sink:
-                for row in part.itertuples():
-                    data, ext = image_bytes(row.image_path, image_max_side)
-                    sink.write({"__key__": _key(row.pair_id, used), ext: data, "json": _sample_json(row)})
-            tmp.replace(out_dir / name)
-            sizes[name] = len(part)
-            where.update(dict.fromkeys(part.pair_id, name))
-            counts = part.level.value_counts()
-            rows.append({"shard": name, "split": split, "path": str(out_dir / name),
-                         "sha256": sha256_path(out_dir / name), "bytes": (out_dir / name).stat().st_size,
-                         "pairs": len(part), **{f"{lvl}_pairs": int(counts.get(lvl, 0)) for lvl in ("figure", "panel", "patch")},
-                         "articles": part.article_id.nunique(), "figures": part.figure_id.nunique()})
+        jobs += [(split, f"{split}-{n:06d}.tar", pd.concat(chunk)) for n, chunk in enumerate(chunks)]
+
+    def write(job) -> dict:
+        split, name, part = job
+        tmp = out_dir / (name + ".tmp")
+        used: set[str] = set()
+        with open(tmp, "wb") as fh, wds.TarWriter(fh, user="", group="", mtime=0, encoder=False) as sink:
+            for row in part.itertuples():
+                data, ext = image_bytes(row.image_path, image_max_side)
+                sink.write({"__key__": _key(row.pair_id, used), ext: data, "json": _sample_json(row)})
+        tmp.replace(out_dir / name)
+        counts = part.level.value_counts()
+        return {"shard": name, "split": split, "path": str(out_dir / name),
+                "sha256": sha256_path(out_dir / name), "bytes": (out_dir / name).stat().st_size,
+                "pairs": len(part), **{f"{lvl}_pairs": int(counts.get(lvl, 0)) for lvl in ("figure", "panel", "patch")},
+                "articles": part.article_id.nunique(), "figures": part.figure_id.nunique()}
+
+    if workers > 1 and len(jobs) > 1:
+        with ThreadPoolExecutor(min(workers, len(jobs))) as pool:
+            rows = list(pool.map(write, jobs))
+    else:
+        rows = [write(job) for job in jobs]
+    sizes = {name: len(part) for _, name, part in jobs}
+    where = {pid: name for _, name, part in jobs for pid in part.pair_id}
     tmp = out_dir / "sizes.json.tmp"
     tmp.write_text(json.dumps(sizes, indent=1, sort_keys=True) + "\n")
     tmp.replace(out_dir / "sizes.json")

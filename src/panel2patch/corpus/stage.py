@@ -104,8 +104,9 @@ def format_yield(y: dict) -> str:
 
 
 def run_corpus(pair_tables: list[str | Path], out_dir: str | Path, cfg: dict | None = None,
-               results_dir: str | Path = "results", tracking_cfg: dict | None = None) -> dict:
-    """All shards' pairs -> near-duplicates dropped, split by article, shards, manifest, yield."""
+               results_dir: str | Path = "results", tracking_cfg: dict | None = None, threads: int = 1) -> dict:
+    """All shards' pairs -> near-duplicates dropped, split by article, shards, manifest, yield
+    (``threads`` shards written at once; the output does not depend on it)."""
     _logging()
     cfg = _cfg(cfg)
     out_dir = Path(out_dir)
@@ -119,7 +120,7 @@ def run_corpus(pair_tables: list[str | Path], out_dir: str | Path, cfg: dict | N
         splits = split_articles(pairs.article_id[pairs.keep], sp["val"], sp["test"], sp["seed"])
         pairs["split"] = pairs.article_id.map(splits)
         manifest, where = write_shards(pairs, out_dir / "shards", cfg["shard_max_pairs"], cfg["image_max_side"],
-                                       sp["seed"])
+                                       sp["seed"], workers=threads)
         pairs["tar"] = pairs.pair_id.map(where)
         write_table(pairs, CORPUS_PAIRS, out_dir / "pairs.parquet")
         manifest.to_parquet(out_dir / "manifest.parquet", index=False)
