@@ -94,9 +94,10 @@ def init(use_deepspeed: bool = True) -> tuple[int, int, int, torch.device]:
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(world)})
     device = device_for(local_rank)
     backend = "nccl" if device.type == "cuda" else "gloo"
+    if use_deepspeed:
+        own_extensions_dir()  # before anything imports deepspeed and builds its ops
     if not dist.is_initialized():
         if use_deepspeed:
-            own_extensions_dir()
             import deepspeed
 
             deepspeed.init_distributed(dist_backend=backend, timeout=datetime.timedelta(minutes=30))

@@ -444,7 +444,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     ds_config = ds_config_for(cfg, world) if use_ds else None
     if use_ds:
-        dist_utils.own_extensions_dir()
         import deepspeed
 
         engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
