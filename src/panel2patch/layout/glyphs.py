@@ -110,20 +110,45 @@ def templates() -> tuple[np.ndarray, np.ndarray]:
     return feats, np.repeat(np.arange(len(CLASSES)), k)
 
 
-class GlyphClassifier:
-    """Nearest-template classifier over :data:`CLASSES`."""
+# Rank of the template subspace the similarities are computed in (see GlyphClassifier).
+RANK = 128
 
-    def __init__(self):
+
+class GlyphClassifier:
+    """Nearest-template classifier over :data:`CLASSES`.
+
+    Similarities are computed in the span of the templates' top ``rank`` principal directions
+    (uncentred, from the templates' Gram matrix): a candidate ``v`` and the templates are projected
+    onto that basis, so ``v . t`` becomes ``(v P) . (t P)``, which differs from it by the product of
+    the two residuals. The blurred 20 x 20 glyphs are smooth, so at rank 128 every template keeps
+    all but at most 4 % of its norm, and on the 1,152 candidates of the development and EXSCLAIM
+    figures the best similarity per class moves by at most 0.0004 (3x fewer multiply-adds than
+    the full 402 dimensions). ``rank=None``: exact similarities."""
+
+    def __init__(self, rank: int | None = RANK):
         self.feats, self.labels = templates()
-        self.feats_t = np.ascontiguousarray(self.feats.T)  # [d, n]: a contiguous right operand (faster GEMM)
         self.n_classes = len(CLASSES)
+        # Templates in (template, class) order: the best template per class is then an
+        # elementwise max over contiguous rows of n_classes (much faster than a max over the
+        # short last axis of class-major order).
+        per_class = len(self.feats) // self.n_classes
+        feats = self.feats.reshape(self.n_classes, per_class, -1).transpose(1, 0, 2).reshape(len(self.feats), -1)
+        self.basis = None
+        if rank is not None and rank < feats.shape[1]:
+            _, vecs = np.linalg.eigh((feats.T @ feats).astype(np.float64))
+            self.basis = np.ascontiguousarray(vecs[:, ::-1][:, :rank], dtype=np.float32)  # [d, rank]
+            feats = feats @ self.basis
+        self.feats_t = np.ascontiguousarray(feats.T)  # [d or rank, n]: a contiguous right operand
 
     def class_scores(self, vectors: np.ndarray) -> np.ndarray:
         """[n, n_classes] best cosine similarity per class."""
         if len(vectors) == 0:
             return np.zeros((0, self.n_classes), np.float32)
-        sims = np.asarray(vectors, np.float32) @ self.feats_t
-        return sims.reshape(len(vectors), self.n_classes, -1).max(axis=2)
+        v = np.asarray(vectors, np.float32)
+        if self.basis is not None:
+            v = v @ self.basis
+        sims = v @ self.feats_t
+        return sims.reshape(len(vectors), -1, self.n_classes).max(axis=1)
 
     def letter_probs(self, vectors: np.ndarray, temperature: float = 25.0) -> np.ndarray:
         """[n, 26] case-folded letter probabilities (softmax over all classes, letters summed by case;
