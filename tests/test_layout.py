@@ -358,3 +358,24 @@ def test_projected_glyph_scores_match_exact_on_real_candidates(shared_data):
     assert fast.basis.shape == (vecs.shape[1], 128)
     assert np.abs(got - want).max() < 0.002
     assert (got.argmax(axis=1) == want.argmax(axis=1)).all()
+
+
+def test_area_resize_is_an_area_average(shared_data):
+    """The kind features' fast downscale: the requested size, OpenCV's INTER_AREA exactly for
+    factors under 2 and for whole factors, and the same mean grey (an area average on a slightly
+    shifted grid) otherwise."""
+    import cv2
+
+    from panel2patch.layout.kind import area_resize
+    from panel2patch.layout.split import prepare
+
+    gray = prepare(shared_data / "panels-gt" / "hand-labelled-dev" / "images" / "elife32671_fig1.png").gray
+    for h, w, size in ((250, 197, (151, 192)), (768, 576, (144, 192)), (891, 1000, (192, 171)), (600, 451, (144, 192))):
+        sub = gray[:h, :w]
+        got = area_resize(sub, size)
+        want = cv2.resize(sub, size, interpolation=cv2.INTER_AREA)
+        assert got.shape == want.shape == (size[1], size[0])
+        if h < 2 * size[1] or (h % size[1] == 0 and w % size[0] == 0):
+            assert np.array_equal(got, want)
+        else:
+            assert abs(float(got.mean()) - float(want.mean())) < 0.5
