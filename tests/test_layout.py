@@ -379,3 +379,18 @@ def test_area_resize_is_an_area_average(shared_data):
             assert np.array_equal(got, want)
         else:
             assert abs(float(got.mean()) - float(want.mean())) < 0.5
+
+
+def test_batched_glyph_blur_is_opencvs_gaussian_blur():
+    """glyph_vectors blurs all glyphs at once with a matrix: the same as OpenCV's GaussianBlur
+    (its kernel size and reflect-101 border) on each grid, to float32 rounding."""
+    import cv2
+
+    from panel2patch.layout.glyphs import _BLUR, BLUR, GRID
+
+    grids = np.random.default_rng(0).random((5, GRID, GRID), dtype=np.float32)
+    grids[1] = 0
+    grids[2, :, :3] = 1.0  # ink at the border
+    got = _BLUR @ grids @ _BLUR.T
+    for g, want in zip(got, grids):
+        np.testing.assert_allclose(g, cv2.GaussianBlur(want, (0, 0), BLUR), rtol=0, atol=1e-6)

@@ -45,28 +45,56 @@ def _fonts() -> list:
 
 
 def glyph_vector(mask: np.ndarray) -> np.ndarray:
-    """Glyph crop (bool or 0..1 ink) -> normalised feature vector (GRID*GRID + 2 shape features).
+    """Glyph crop (bool or 0..1 ink) -> normalised feature vector (GRID*GRID + 2 shape features);
+    see :func:`glyph_vectors`."""
+    return glyph_vectors([mask])[0]
 
-    The glyph is scaled to fit the grid (aspect kept) and centred, area-averaged, blurred (stroke
+
+def _blur_matrix(n: int, sigma: float) -> np.ndarray:
+    """[n, n] matrix of a 1-d Gaussian blur with OpenCV's default border (reflect-101) and its
+    kernel size for float images (``GaussianBlur(a, (0, 0), sigma)`` is ``B @ a @ B.T``)."""
+    k = cv2.getGaussianKernel(int(round(sigma * 4 * 2 + 1)) | 1, sigma, cv2.CV_64F).ravel()
+    r = len(k) // 2
+    B = np.zeros((n, n))
+    for i in range(n):
+        for t in range(-r, r + 1):
+            j = i + t
+            while j < 0 or j >= n:  # reflect-101: ... 2 1 | 0 1 2 ... n-2 n-1 | n-2 ...
+                j = -j if j < 0 else 2 * (n - 1) - j
+            B[i, j] += k[t + r]
+    return B.astype(np.float32)
+
+
+_BLUR = _blur_matrix(GRID, BLUR)
+
+
+def glyph_vectors(masks) -> np.ndarray:
+    """Glyph crops (bool or 0..1 ink) -> [n, GRID*GRID + 2] normalised feature vectors.
+
+    Each glyph is scaled to fit the grid (aspect kept) and centred, area-averaged, blurred (stroke
     width and position tolerance), then zero-mean / unit-norm; the aspect ratio and the ink
-    density are appended, weighted."""
-    m = np.asarray(mask, dtype=np.float32)
-    x, y, w, h = cv2.boundingRect((m > 0.25).view(np.uint8))  # the ink's bounding box
-    if w == 0:
-        return np.zeros(GRID * GRID + 2, np.float32)
-    m = np.ascontiguousarray(m[y:y + h, x:x + w])
-    s = (GRID - 2) / max(h, w)
-    nh, nw = max(1, round(h * s)), max(1, round(w * s))
-    small = cv2.resize(m, (nw, nh), interpolation=cv2.INTER_LINEAR if s > 1 else cv2.INTER_AREA)
-    canvas = np.zeros((GRID, GRID), np.float32)
-    oy, ox = (GRID - nh) // 2, (GRID - nw) // 2
-    canvas[oy:oy + nh, ox:ox + nw] = small
-    canvas = cv2.GaussianBlur(canvas, (0, 0), BLUR)
-    out = np.empty(GRID * GRID + 2, np.float32)
-    v = out[:-2]
-    np.subtract(canvas.ravel(), fmean(canvas), out=v)
-    v /= np.sqrt(v.dot(v)) + 1e-6  # np.linalg.norm(v), as it computes it, without its overhead
-    out[-2:] = (0.35 * np.tanh(np.log(h / w)), 0.25 * (float(fmean(m)) - 0.4))
+    density are appended, weighted. The blur and normalisation run on all glyphs at once."""
+    n = len(masks)
+    grids = np.zeros((n, GRID, GRID), np.float32)
+    shape = np.zeros((n, 2), np.float32)
+    empty = np.zeros(n, bool)
+    for i, mask in enumerate(masks):
+        m = np.asarray(mask, dtype=np.float32)
+        x, y, w, h = cv2.boundingRect((m > 0.25).view(np.uint8))  # the ink's bounding box
+        if w == 0:
+            empty[i] = True
+            continue
+        m = np.ascontiguousarray(m[y:y + h, x:x + w])
+        s = (GRID - 2) / max(h, w)
+        nh, nw = max(1, round(h * s)), max(1, round(w * s))
+        oy, ox = (GRID - nh) // 2, (GRID - nw) // 2
+        grids[i, oy:oy + nh, ox:ox + nw] = cv2.resize(m, (nw, nh), interpolation=cv2.INTER_LINEAR if s > 1 else cv2.INTER_AREA)
+        shape[i] = (0.35 * np.tanh(np.log(h / w)), 0.25 * (float(fmean(m)) - 0.4))
+    v = (_BLUR @ grids @ _BLUR.T).reshape(n, -1)
+    v -= v.mean(axis=1, keepdims=True)
+    v /= np.sqrt(np.einsum("ij,ij->i", v, v))[:, None] + 1e-6
+    out = np.concatenate([v, shape], axis=1)
+    out[empty] = 0.0
     return out
 
 
@@ -92,7 +120,7 @@ def _render(ch: str, font) -> np.ndarray | None:
 def templates() -> tuple[np.ndarray, np.ndarray]:
     """(features [n, d], class index [n]) of the rendered templates, sorted by class, the same
     number per class (cached per process)."""
-    per_class: list[list[np.ndarray]] = [[] for _ in CLASSES]
+    per_class: list[list[np.ndarray]] = [[] for _ in CLASSES]  # glyph masks
     for make in _fonts():
         for size, thrs in ((32, (80, 180)), (16, (96, 0)), (10, (100, 0))):
             try:
@@ -104,9 +132,9 @@ def templates() -> tuple[np.ndarray, np.ndarray]:
                 if g is None:
                     continue
                 for thr in thrs:
-                    per_class[ci].append(glyph_vector(g >= thr if thr else g / 255.0))
+                    per_class[ci].append(g >= thr if thr else g / 255.0)
     k = min(len(v) for v in per_class)
-    feats = np.stack([f for v in per_class for f in v[:k]])
+    feats = glyph_vectors([m for v in per_class for m in v[:k]])
     return feats, np.repeat(np.arange(len(CLASSES)), k)
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .glyphs import classifier, fmean, glyph_vector
+from .glyphs import classifier, fmean, glyph_vectors
 from .split import Box, Canvas, components, median1d
 
 LOWER = string.ascii_lowercase
@@ -392,7 +392,7 @@ def read_glyph(cands: list[Candidate]) -> None:
     if not cands:
         return
     clf = classifier()
-    vecs = np.stack([glyph_vector(c.mask) for c in cands])
+    vecs = glyph_vectors([c.mask for c in cands])
     scores = clf.class_scores(vecs)
     t = 25.0
     e = np.exp((scores - scores.max(axis=1, keepdims=True)) * t)
