@@ -362,8 +362,8 @@ def test_projected_glyph_scores_match_exact_on_real_candidates(shared_data):
 
 def test_area_resize_is_an_area_average(shared_data):
     """The kind features' fast downscale: the requested size, OpenCV's INTER_AREA exactly for
-    factors under 2 and for whole factors, and the same mean grey (an area average on a slightly
-    shifted grid) otherwise."""
+    whole factors, and otherwise an area average on a slightly different grid: the same mean
+    grey, every pixel within the range of the pixels it averages, a 1 px line kept."""
     import cv2
 
     from panel2patch.layout.kind import area_resize
@@ -375,10 +375,15 @@ def test_area_resize_is_an_area_average(shared_data):
         got = area_resize(sub, size)
         want = cv2.resize(sub, size, interpolation=cv2.INTER_AREA)
         assert got.shape == want.shape == (size[1], size[0])
-        if h < 2 * size[1] or (h % size[1] == 0 and w % size[0] == 0):
+        if h % size[1] == 0 and w % size[0] == 0:
             assert np.array_equal(got, want)
         else:
             assert abs(float(got.mean()) - float(want.mean())) < 0.5
+        assert got.min() >= sub.min() and got.max() <= sub.max()
+    lines = np.full((300, 300), 255, np.uint8)
+    lines[::7] = 0  # 1 px lines, 7 px apart: every one of them darkens its output row
+    small = area_resize(lines, (192, 192))
+    assert (small.min(axis=1) < 200).sum() >= 300 // 7
 
 
 def test_batched_glyph_blur_is_opencvs_gaussian_blur():
