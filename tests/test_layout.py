@@ -399,3 +399,15 @@ def test_batched_glyph_blur_is_opencvs_gaussian_blur():
     got = _BLUR @ grids @ _BLUR.T
     for g, want in zip(got, grids):
         np.testing.assert_allclose(g, cv2.GaussianBlur(want, (0, 0), BLUR), rtol=0, atol=1e-6)
+
+
+def test_light_ink_pass_needs_dark_ground(shared_data):
+    """Light-on-dark letters are looked for only where the figure has dark ground: a figure of
+    line charts (dark text and axes only) has almost no dark 4 x 4 blocks, a CT mosaic half."""
+    from panel2patch.layout.letters import _dark_ground_share
+    from panel2patch.layout.split import prepare
+
+    root = shared_data / "panels-gt" / "hand-labelled-dev" / "images"
+    assert _dark_ground_share(prepare(root / "elife32671_fig2.png").gray) < 0.005
+    assert _dark_ground_share(prepare(root / "fsy_PMC7003341_fig2.png").gray) > 0.3
+    assert _dark_ground_share(np.zeros((3, 3), np.uint8)) == 1.0
