@@ -43,7 +43,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .. import tracking
 from ..ingest.images import to_rgb
-from ..ingest.tables import write_table
+from ..ingest.tables import read_table, write_table
 from .parse import load_method, parse_figure
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def run_layout_shard(figures_parquet: str | Path, ingest_dir: str | Path, out_di
     crops.mkdir(parents=True, exist_ok=True)
     with tracking.stage_run("layout", shard, {"layout": cfg}, results_dir, tracking_cfg) as run:
         t0 = time.perf_counter()
-        figs = pd.read_parquet(figures_parquet, columns=["figure_id", "image_path", "image_sha256"])
+        figs = read_table(figures_parquet, columns=["figure_id", "image_path", "image_sha256"])
         run.log_manifest(figs, name=f"{shard}-figures")
         if detector is not None:
             import mlflow
