@@ -343,13 +343,13 @@ def test_projected_glyph_scores_match_exact_on_real_candidates(shared_data):
     """The glyph classifier compares in a rank-128 template subspace: on the label candidates of
     real figures its best similarity per class stays within 0.002 of the full 402-dimensional
     one and every candidate gets the same best class; exact mode gives plain dot products."""
-    from panel2patch.layout.glyphs import CLASSES, GlyphClassifier, glyph_vector
+    from panel2patch.layout.glyphs import CLASSES, GlyphClassifier, glyph_vectors
     from panel2patch.layout.letters import find_candidates
     from panel2patch.layout.split import prepare
 
     root = shared_data / "panels-gt" / "hand-labelled-dev" / "images"
-    vecs = np.stack([glyph_vector(c.mask) for name in ("elife32671_fig1.png", "fsy_PMC7003341_fig1.png")
-                     for c in find_candidates(prepare(root / name))])
+    vecs = glyph_vectors([c.mask for name in ("elife32671_fig1.png", "fsy_PMC7003341_fig1.png")
+                          for c in find_candidates(prepare(root / name))])
     assert len(vecs) >= 100
     exact, fast = GlyphClassifier(rank=None), GlyphClassifier()
     want = (vecs @ exact.feats.T).reshape(len(vecs), len(CLASSES), -1).max(axis=2)  # class-major templates

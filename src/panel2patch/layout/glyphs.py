@@ -4,7 +4,7 @@ Templates are rendered once per process (about 0.3 s, cached) from the fonts tha
 Pillow (Aileron, its built-in default) and, when present, the DejaVu fonts Debian installs
 (``fonts-dejavu-core``: sans, bold, condensed, oblique, serif). Each glyph is rendered at several
 sizes, binarised at several levels (thin/bold strokes), and at a low resolution (aliasing of the
-8-12 px labels found on small figures), then normalised like a candidate (:func:`glyph_vector`).
+8-12 px labels found on small figures), then normalised like a candidate (:func:`glyph_vectors`).
 
 Classification is nearest-template by cosine similarity, scored per class by the best template.
 Classes are the 52 Latin letters plus digits and symbols that act as "not a label" classes.
@@ -42,12 +42,6 @@ def _fonts() -> list:
         if len(out) > 1:
             break
     return out
-
-
-def glyph_vector(mask: np.ndarray) -> np.ndarray:
-    """Glyph crop (bool or 0..1 ink) -> normalised feature vector (GRID*GRID + 2 shape features);
-    see :func:`glyph_vectors`."""
-    return glyph_vectors([mask])[0]
 
 
 def _blur_matrix(n: int, sigma: float) -> np.ndarray:
