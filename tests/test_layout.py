@@ -411,3 +411,27 @@ def test_light_ink_pass_needs_dark_ground(shared_data):
     assert _dark_ground_share(prepare(root / "elife32671_fig2.png").gray) < 0.005
     assert _dark_ground_share(prepare(root / "fsy_PMC7003341_fig2.png").gray) > 0.3
     assert _dark_ground_share(np.zeros((3, 3), np.uint8)) == 1.0
+
+
+def _picture(h: int, w: int, seed: int) -> np.ndarray:
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    g = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 18)
+    g = 120 + 50 * g / (g.std() + 1e-6) + rng.normal(0, 2, (h, w))
+    return np.repeat(np.clip(g, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def test_flat_columns_of_one_picture_are_not_separators(shared_data):
+    """Radiographs on black ground (VQA-RAD, tune articles; the thin-separator test alone cut them
+    into 2-13 panels along even columns of one picture) stay one panel; two pictures with a drawn
+    white line between them are two."""
+    for name in ("synpic52988", "synpic31394", "synpic33331"):
+        res = parse_figure(shared_data / "vqa-rad" / "data_RAD" / "images" / f"{name}.jpg")
+        assert len(res["panels"]) == 1, name
+    two = np.zeros((360, 846, 3), np.uint8)
+    two[:, :420] = _picture(360, 420, 4)
+    two[:, 422:424] = 255
+    two[:, 426:] = _picture(360, 420, 5)
+    boxes = [p["bbox"] for p in parse_figure(Image.fromarray(two))["panels"]]
+    assert len(boxes) == 2 and boxes[0][2] <= 424 <= boxes[1][0]

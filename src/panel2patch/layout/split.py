@@ -10,7 +10,9 @@ figure.
    differs from it; specks of a few pixels are dropped.
 2. Gaps: rows/columns of a region with no foreground (white gutters, 1 px white lines between dark
    mosaics, uniform black gutters when the paper is black), plus thin *separator lines*: rows or
-   columns that are almost all foreground, of one uniform colour and at most a few pixels thick.
+   columns that are almost all foreground, of one uniform colour, at most a few pixels thick and
+   different from the picture on each side along most of their length (an even column inside one
+   radiograph is not a separator).
 3. :func:`split_labelled` (letters known): recursive X-Y cuts that are accepted only where both
    sides hold a panel letter, so whatever a letter governs (its plot, titles, axis labels,
    subpanels) stays together; letters are erased from the mask first so a letter standing in a
@@ -348,9 +350,22 @@ def _find_line_flags(canvas: Canvas, box: Box, axis: int) -> np.ndarray:
         # Split a run where its colour changes (a grey separator beside a black image border).
         cuts = [s] + (np.flatnonzero(np.abs(np.diff(mean[s:e])) > 40) + (s + 1)).tolist() + [e]
         for a, b in zip(cuts, cuts[1:]):
-            if b - a <= max_thick:
+            if b - a <= max_thick and _stands_out(gray, axis, a, b):
                 out[a:b] = True
     return out
+
+
+def _stands_out(gray: np.ndarray, axis: int, a: int, b: int, diff: float = 20.0, share: float = 0.5) -> bool:
+    """Does the thin band [a, b) of rows (axis=0) / columns (axis=1) differ from the picture on
+    each side of it (2 px away) along at least ``share`` of its length? A drawn separator does; a
+    flat stripe of one picture (a column of even grey in a radiograph) does not."""
+    g = gray if axis == 0 else gray.T
+    n = g.shape[0]
+    band = g[a:b].astype(np.float32).mean(axis=0)
+    sides = [g[i].astype(np.float32) for i in (a - 2, b + 1) if 0 <= i < n]
+    if not sides:
+        return True
+    return all(float((np.abs(band - side) > diff).mean()) >= share for side in sides)
 
 
 def find_gaps(canvas: Canvas, box: Box, axis: int, fg: np.ndarray | None = None,
