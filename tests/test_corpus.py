@@ -197,7 +197,12 @@ def test_near_duplicate_articles_are_dropped_with_their_children(results, tmp_pa
     orig = pairs[pairs.article_id != "zz-copy"]
     assert orig.keep.sum() == a.keep.sum() and not copy.keep.any()
     assert set(copy[copy.level == "figure"].drop_reason) == {"near-duplicate"}
-    assert set(copy.drop_reason) <= {"near-duplicate", "parent-dropped"}
+    # copies of kept pairs are dropped as near-duplicates (or with their parent); pairs the original
+    # shard already dropped (e.g. a patch without a phrase: no-text) keep their own reason
+    was_kept = copy.pair_id.isin("zz_" + a[a.keep].pair_id)
+    assert was_kept.any() and set(copy[was_kept].drop_reason) <= {"near-duplicate", "parent-dropped"}
+    assert (copy[~was_kept].drop_reason.values == a[~a.keep].set_index("pair_id")
+            .loc[copy[~was_kept].pair_id.str.removeprefix("zz_"), "drop_reason"].values).all()
 
 
 def _dist(x: Image.Image, y: Image.Image) -> int:

@@ -265,7 +265,7 @@ def test_tiny_marker_detector_artifact_and_combined_detection(tmp_path, monkeypa
 
     img = grey_image()
     box = draw_arrow(img, (200.0, 150.0), math.radians(30), 60, 6, 18, 16, (230, 30, 30))
-    heuristic = detect_markers(img)
+    heuristic = detect_markers(img, {"method": "heuristic"})
     # learned only: every box comes from the model (a 4-step model keeps all boxes at score 0)
     only = detect_markers(img, {"method": "learned", "weights": str(out), "learned_score": 0.0})
     assert only and all(m["source"] == "learned" and set(m) >= {"type", "bbox", "colour", "tip", "direction", "score"}

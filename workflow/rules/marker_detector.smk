@@ -31,3 +31,33 @@ rule train_marker_detector:
         runtime=config["markers"]["detector"].get("runtime_min", 30),
     script:
         "../scripts/train_detector.py"
+
+
+# Marker verifier: a small CNN that judges each glyph-like component of an image panel (marker
+# type or none, and its tip); src/panel2patch/markers/verify.py. The default marker method
+# (`verified`) uses the weights shipped in the package; this rule rebuilds them:
+# `snakemake --cores all train_marker_verifier --config markers='{verifier: {n_panels: 3000, epochs: 10,
+#  sources: {vqa_rad: ../shared/data/vqa-rad, hand_labelled: ../shared/data/panels-gt/hand-labelled-dev}}}'`
+def marker_verifier_sources(wildcards):
+    src = config["markers"].get("verifier", {}).get("sources", {})
+    return [p for p in [src.get("vqa_rad"), src.get("hand_labelled")] if p]
+
+
+rule train_marker_verifier:
+    input:
+        marker_verifier_sources,
+    output:
+        weights=f"{RESULTS}/models/marker_verifier.pt",
+        sidecar=f"{RESULTS}/models/marker_verifier.json",
+    log:
+        f"{RESULTS}/logs/markers/train_marker_verifier.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/markers/train_marker_verifier.tsv"
+    params:
+        cfg=config["markers"].get("verifier", {}),
+    threads: config["markers"].get("verifier", {}).get("threads", 1)
+    resources:
+        mem_mb=6000,
+        runtime=config["markers"].get("verifier", {}).get("runtime_min", 60),
+    script:
+        "../scripts/train_marker_verifier.py"

@@ -10,7 +10,9 @@ One JSON object per input image, in input order::
 Whole-figure pixel coordinates, x2/y2 exclusive. Panels are found with the layout parser and
 markers are searched on image panels only (panel letters excluded). An image that cannot be read
 gives ``{"image": ..., "markers": [], "patches": [], "error": "..."}`` and the run goes on.
-``--out -`` writes to stdout; a summary goes to stderr. ``--method both --weights
+``--out -`` writes to stdout; a summary goes to stderr. Markers are found by the shipped marker
+verifier (``--method verified``, the default: glyph-like components judged by a small CNN, see
+``markers.verify``); ``--method heuristic`` uses the shape rules, ``--method both --weights
 results/models/marker_detector.pt`` adds the learned detector's boxes (see ``markers.detect``).
 """
 
@@ -25,8 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='output JSON lines ("-" for stdout)')
     parser.add_argument("--tau", type=float, default=None,
                         help="Panel2Patch tau for merging caption boxes with markers (default: patches.PATCH_DEFAULTS)")
-    parser.add_argument("--method", choices=("heuristic", "learned", "both"), default="heuristic",
-                        help="marker detector: image-analysis cues, the learned detector (--weights), or both")
+    parser.add_argument("--method", choices=("verified", "heuristic", "learned", "both"), default="verified",
+                        help="marker detector: glyph candidates judged by the shipped verifier CNN (default), "
+                             "image-analysis shape rules, the learned detector (--weights), or rules + detector")
+    parser.add_argument("--verifier", default=None, metavar="FILE.pt",
+                        help="marker verifier weights (rule train_marker_verifier; default: the shipped ones)")
     parser.add_argument("--weights", default=None, metavar="FILE.pt",
                         help="learned marker detector (rule train_marker_detector)")
 
@@ -50,7 +55,8 @@ def main(args: argparse.Namespace) -> int:
     from ..cli import write_jsonl
 
     patch_params = {"tau": args.tau} if getattr(args, "tau", None) is not None else None
-    params = {"method": getattr(args, "method", "heuristic"), "weights": getattr(args, "weights", None)}
+    params = {"method": getattr(args, "method", "verified"), "weights": getattr(args, "weights", None),
+              "verifier": getattr(args, "verifier", None)}
     write_jsonl((process_image(path, patch_params, params) for path in args.images), args.out_path, "markers: images",
                 items_key="markers")
     return 0

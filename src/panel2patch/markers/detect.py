@@ -44,7 +44,11 @@ arrowheads whose anti-aliased fill falls under ``min_score_extreme``; charts are
 (no ``markers_non_image``).
 
 ``method`` picks the proposal sources (:data:`SOURCES`, functions ``(rgb, params) -> list of
-marker dicts`` in panel pixels): ``heuristic`` (the default) = ``"shapes"`` above; ``learned`` =
+marker dicts`` in panel pixels): ``verified`` (the default) = the marker verifier of
+:mod:`.verify`: the same colour / white / black components, judged by a small CNN shipped in the
+package (``verifier``: another weights file; ``verify_score``: the probability kept) instead of
+the shape rules below, which were fitted to a few figures and miss most markers on unseen ones;
+``heuristic`` = ``"shapes"`` above; ``learned`` =
 the torchvision detector of :mod:`.learned` (weights file ``weights``, boxes of score >=
 ``learned_score``; colour, tip and direction from the glyph inside the box by the same cues);
 ``both`` = the union: a learned box that overlaps a shape marker (IoU >= ``nms_iou``) confirms it
@@ -86,11 +90,15 @@ DEFAULTS = {
     "tri_fill": 0.72,         # arrowhead: area / minimal enclosing triangle
     "min_score_extreme": 0.785,  # white/black glyphs need a clean shape (set on the synthetic "tune" split)
     "nms_iou": 0.3,
-    "method": "heuristic",    # heuristic | learned | both (see METHODS)
+    "method": "verified",     # verified | heuristic | learned | both (see METHODS)
     "weights": None,          # learned marker detector (.pt from train_marker_detector); None: heuristic only
     "learned_score": 0.5,     # keep learned boxes with at least this score
+    "verifier": None,         # marker verifier weights (.pt); None: the weights shipped in the package
+    "verify_score": 0.5,      # keep candidates the verifier calls a marker with at least this probability
+    "verify_min_size": 12,    # px (working scale), long side of a verifier candidate
 }
-METHODS = {"heuristic": ("shapes",), "learned": ("learned",), "both": ("shapes", "learned")}
+METHODS = {"heuristic": ("shapes",), "learned": ("learned",), "both": ("shapes", "learned"),
+           "verified": ("verified",)}
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -141,12 +149,17 @@ def _hue_bins(rgb: np.ndarray, nbins: int = 12) -> np.ndarray:
 
 # --------------------------------------------------------------------------- candidate masks
 
-def _colour_mask(rgb: np.ndarray, p: dict) -> tuple[np.ndarray, bool]:
-    mx = rgb.max(axis=2).astype(np.int16)
-    mn = rgb.min(axis=2).astype(np.int16)
-    chroma = mx - mn
+def chroma_of(rgb: np.ndarray) -> np.ndarray:
+    """max(R, G, B) - min(R, G, B) per pixel (uint8; OpenCV: numpy's reduction over the short
+    colour axis is several times slower, same values)."""
+    r, g, b = cv2.split(rgb)
+    return cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))
+
+
+def _colour_mask(rgb: np.ndarray, p: dict, chroma: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
+    chroma = chroma_of(rgb) if chroma is None else chroma
     lo = chroma >= p["chroma_lo"]
-    grey = lo.mean() < p["grey_panel_frac"]
+    grey = np.count_nonzero(lo) / lo.size < p["grey_panel_frac"]
     if not grey:
         bins = _hue_bins(rgb)
         counts = np.bincount(bins[lo], minlength=12) / lo.size
@@ -162,9 +175,10 @@ def _colour_mask(rgb: np.ndarray, p: dict) -> tuple[np.ndarray, bool]:
     return keep[lab].astype(np.uint8), grey
 
 
-def _extreme_masks(rgb: np.ndarray, p: dict) -> list[tuple[str, np.ndarray]]:
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    chroma = rgb.max(axis=2).astype(np.int16) - rgb.min(axis=2).astype(np.int16)
+def _extreme_masks(rgb: np.ndarray, p: dict, chroma: np.ndarray | None = None,
+                   gray: np.ndarray | None = None) -> list[tuple[str, np.ndarray]]:
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if gray is None else gray
+    chroma = chroma_of(rgb) if chroma is None else chroma
     # extreme AND much brighter/darker than the local mean (a box of ~12% of the panel): a glyph
     # is separated from large white/black areas (paper, air outside the body) it may touch
     k = max(15, int(0.12 * min(gray.shape)) | 1)
@@ -259,7 +273,7 @@ def _arrow(pts: np.ndarray) -> tuple[float, np.ndarray, np.ndarray] | None:
     for flip in (False, True):
         w = width[::-1] if flip else width
         th = thick[::-1] if flip else thick
-        head_n = max(3, int(round(nb * 0.45)))
+        head_n = max(3, int(round(nb * 0.7)))
         head = w[:head_n]
         k = int(np.argmax(head))
         wh = head[k]
@@ -522,13 +536,20 @@ def learned_proposals(rgb: np.ndarray, params: dict) -> list:
     return proposals(rgb, params)
 
 
-SOURCES = {"shapes": shape_proposals, "learned": learned_proposals}
+def verifier_proposals(rgb: np.ndarray, params: dict) -> list:
+    """The ``"verified"`` source (torch is imported only when it is used)."""
+    from .verify import verified_proposals
+
+    return verified_proposals(rgb, params)
+
+
+SOURCES = {"shapes": shape_proposals, "learned": learned_proposals, "verified": verifier_proposals}
 
 
 def _sources(p: dict) -> tuple[str, ...]:
     if p["method"] not in METHODS:
         raise ValueError(f"unknown markers method {p['method']!r} (one of {sorted(METHODS)})")
-    if p["method"] != "heuristic" and not p.get("weights"):
+    if p["method"] in ("learned", "both") and not p.get("weights"):
         if not getattr(_sources, "warned", False):
             log.warning("markers method %r needs detect.weights; using the heuristic detector", p["method"])
             _sources.warned = True
@@ -570,7 +591,8 @@ def detect_markers(panel_rgb: np.ndarray, params: dict | None = None, exclude=()
     work = cv2.resize(rgb, (max(1, round(W * s)), max(1, round(H * s))), interpolation=cv2.INTER_AREA) \
         if s < 1.0 else rgb
     per_source = {name: SOURCES[name](work, p) for name in _sources(p)}
-    found = combine(per_source.get("shapes", []), per_source.get("learned", []), p["nms_iou"])
+    found = combine(per_source.get("shapes", []), per_source.get("learned", []), p["nms_iou"]) + \
+        per_source.get("verified", [])
     out = []
     for m in found:
         b = m["bbox"]

@@ -254,6 +254,11 @@ def _style(rng, typ: str, short: float) -> dict:
         st["shaft"] = float(rng.uniform(0.05, 0.16))
         st["head_w"] = float(rng.uniform(2.0, 4.0))
         st["head_len"] = float(rng.uniform(0.7, 1.4))
+        if st["style"] in ("filled", "notched") and rng.random() < 0.35:
+            # block / cursor-like arrows: a wide shaft and a head that is most of the glyph
+            st["shaft"] = float(rng.uniform(0.16, 0.3))
+            st["head_w"] = float(rng.uniform(2.0, 3.0))
+            st["head_cap"] = float(rng.uniform(0.45, 0.7))
     elif typ == "arrowhead":
         st["aspect"] = float(rng.uniform(0.5, 1.1))
         st["notch"] = float(rng.uniform(0.15, 0.4)) if rng.random() < 0.3 else 0.0
@@ -277,7 +282,7 @@ def _glyph(shape, st: dict, c, ang: float):
     if typ == "arrow":
         shaft_w = max(1.5, st["size"] * st["shaft"] * (0.5 if st["style"] in ("line_solid", "line_open", "callout") else 1))
         head_w = max(shaft_w * st["head_w"], 0.25 * st["size"])
-        head_len = min(size * 0.5, head_w * st["head_len"])
+        head_len = min(size * st.get("head_cap", 0.5), head_w * st["head_len"])
         tip, tail = c + d * size / 2, c - d * size / 2
         base = tip - d * head_len
         if st["style"] in ("filled", "notched"):

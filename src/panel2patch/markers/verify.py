@@ -1,0 +1,572 @@
+"""Learned candidate verifier for markers: every glyph-like component of a panel is judged by a
+small CNN (marker type or "none", and where its tip is), instead of hand-set shape rules.
+
+Why: the shape rules (:mod:`.detect`) were fitted to a few figures and reject most real markers
+on unseen figures (white arrows beside text labels read as "clutter", notched or shadowed heads
+fail the triangle test, thin call-outs fail the width profile). Candidates are cheap and nearly
+complete; judging them is where learning helps.
+
+Candidates (:func:`candidates`): connected components of the colour mask (chroma; on colourful
+panels rare hues only), the white and the black mask (extreme grey levels that stand out from
+the local mean; see :func:`.detect._extreme_masks`), of plausible size, not at the panel edge.
+
+Input per candidate (:func:`features`): a square window around it (``window`` x its long side),
+resized to ``CROP`` x ``CROP``, three channels: the component itself, the grey image (normalised
+in the window) and every component of the same mask in the window (neighbours: text beside an
+arrowhead, texture); plus 6 numbers (which mask, size relative to the panel, fill, aspect).
+
+Network (:class:`VerifierNet`): 3 conv blocks (16-32-64 channels) and two heads: class logits
+over :data:`CLASSES` and the tip as (x, y) in the window, in [0, 1].
+
+Training (:func:`train_verifier`): candidates of synthetic panels - real image panels (VQA-RAD
+radiographs of the ``tune`` half, CC0; EXSCLAIM micrographs; procedural micrographs) with markers
+drawn in the real styles (:func:`.synthetic.overlay` ``varied=True``, plus drop shadows and text
+labels right beside the markers) - and of the hand-labelled tune figures' image panels (their
+labelled markers are positives, every other component a negative). A candidate whose box has IoU
+>= 0.5 with a drawn marker takes its type and tip; one with IoU in (0.1, 0.5) is left out (a
+part of a marker); the rest are "none".
+
+Inference (:func:`verified_proposals`): candidates with marker probability >= ``verify_score``,
+type = the most likely marker class, tip = the predicted point moved onto the glyph (its nearest
+pixel), direction = from the glyph's centroid to the tip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CLASSES", "CROP", "FORMAT", "DEFAULT_WEIGHTS", "candidates", "features", "VerifierNet",
+           "load_verifier", "verified_proposals", "train_verifier"]
+
+FORMAT = "panel2patch-marker-verifier/1"
+CLASSES = ("none", "arrow", "arrowhead", "asterisk", "other")
+CROP = 32
+WINDOW = 1.5
+MASKS = ("colour", "white", "black")
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "marker_verifier.pt"
+MAX_CANDIDATES = 400
+
+
+# --------------------------------------------------------------------------- candidates
+
+def candidates(rgb: np.ndarray, p: dict) -> tuple[list[dict], dict]:
+    """Glyph-like components of one panel (working scale). Returns (candidates, planes): each
+    candidate ``{"bbox", "mask", "label", "area"}``; ``planes[mask] = (labels, stats)``."""
+    from .detect import _colour_mask, _extreme_masks, chroma_of
+
+    H, W = rgb.shape[:2]
+    short = min(H, W)
+    lo_size = max(p.get("verify_min_size", p["min_size"]), p["min_frac"] * short)
+    hi_size = p["max_frac"] * short
+    chroma = chroma_of(rgb)
+    cmask, _ = _colour_mask(rgb, p, chroma)
+    masks = [("colour", cmask)] + _extreme_masks(rgb, p, chroma)
+    e = max(2, int(0.02 * short))
+    out, planes = [], {}
+    for name, mask in masks:
+        if not mask.any():
+            continue
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        planes[name] = (lab, stats)
+        x, y, w, h, a = (stats[1:, k] for k in range(5))
+        long_side = np.maximum(w, h)
+        ok = (a >= 6) & (long_side >= lo_size) & (long_side <= hi_size) & \
+             (x >= e) & (y >= e) & (x + w <= W - e) & (y + h <= H - e)
+        ids = np.nonzero(ok)[0] + 1
+        if len(ids) > MAX_CANDIDATES:  # keep the largest: texture gives thousands of specks
+            ids = ids[np.argsort(-stats[ids, 4], kind="stable")[:MAX_CANDIDATES]]
+        for i in ids:
+            x_, y_, w_, h_, a_ = (int(v) for v in stats[i])
+            out.append({"bbox": [x_, y_, x_ + w_, y_ + h_], "mask": name, "label": int(i), "area": a_})
+    return out, planes
+
+
+def _window(b) -> tuple[float, float, float]:
+    cx, cy = (b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0
+    side = WINDOW * max(b[2] - b[0], b[3] - b[1]) + 4
+    return cx - side / 2, cy - side / 2, side
+
+
+def _warp(img: np.ndarray, x0: float, y0: float, side: float, interp) -> np.ndarray:
+    s = CROP / side
+    M = np.float32([[s, 0, -x0 * s], [0, s, -y0 * s]])
+    return cv2.warpAffine(img, M, (CROP, CROP), flags=interp, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def features(rgb: np.ndarray, cands: list[dict], planes: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3, CROP, CROP) float32 windows and (N, 6) float32 numbers for the candidates."""
+    n = len(cands)
+    X = np.zeros((n, 3, CROP, CROP), np.float32)
+    V = np.zeros((n, 6), np.float32)
+    if not n:
+        return X, V
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    short = float(min(rgb.shape[:2]))
+    fg = {name: (lab > 0).astype(np.float32) for name, (lab, _) in planes.items()}
+    for k, c in enumerate(cands):
+        lab, _ = planes[c["mask"]]
+        x0, y0, side = _window(c["bbox"])
+        bx0, by0 = max(0, int(math.floor(x0))), max(0, int(math.floor(y0)))
+        bx1 = min(rgb.shape[1], int(math.ceil(x0 + side)) + 1)
+        by1 = min(rgb.shape[0], int(math.ceil(y0 + side)) + 1)
+        sub = lab[by0:by1, bx0:bx1]
+        comp = (sub == c["label"]).astype(np.float32)
+        X[k, 0] = _warp(comp, x0 - bx0, y0 - by0, side, cv2.INTER_AREA if side > CROP else cv2.INTER_LINEAR)
+        g = gray[by0:by1, bx0:bx1]
+        gw = _warp(g, x0 - bx0, y0 - by0, side, cv2.INTER_AREA if side > CROP else cv2.INTER_LINEAR)
+        X[k, 1] = (gw - gw.mean()) / (gw.std() + 8.0)
+        X[k, 2] = _warp(fg[c["mask"]][by0:by1, bx0:bx1], x0 - bx0, y0 - by0, side, cv2.INTER_AREA if side > CROP else cv2.INTER_LINEAR)
+        b = c["bbox"]
+        w, h = b[2] - b[0], b[3] - b[1]
+        V[k, MASKS.index(c["mask"])] = 1.0
+        V[k, 3] = max(w, h) / short
+        V[k, 4] = c["area"] / max(1.0, w * h)
+        V[k, 5] = min(w, h) / max(1.0, max(w, h))
+    return X, V
+
+
+# --------------------------------------------------------------------------- network
+
+def _net():
+    import torch
+    from torch import nn
+
+    class VerifierNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+
+            def block(i, o):
+                return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(inplace=True),
+                                     nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(inplace=True),
+                                     nn.MaxPool2d(2))
+
+            self.body = nn.Sequential(block(3, 16), block(16, 32), block(32, 64))
+            self.fc = nn.Sequential(nn.Linear(64 * (CROP // 8) ** 2 + 6, 96), nn.ReLU(inplace=True))
+            self.cls = nn.Linear(96, len(CLASSES))
+            self.tip = nn.Linear(96, 2)
+
+        def forward(self, x, v):
+            h = self.fc(torch.cat([self.body(x).flatten(1), v], 1))
+            return self.cls(h), torch.sigmoid(self.tip(h))
+
+    return VerifierNet
+
+
+def VerifierNet():  # noqa: N802 - a class built lazily so that torch is imported only when used
+    return _net()()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=4)
+def _load(path: str, mtime: float):
+    import torch
+
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    if obj.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a marker verifier ({obj.get('format')!r}, expected {FORMAT!r})")
+    net = VerifierNet()
+    net.load_state_dict(obj["state_dict"])
+    net.eval()
+    return net.to(memory_format=torch.channels_last)  # 1.5-1.8x faster convolutions on CPU
+
+
+def load_verifier(path: str | Path | None = None):
+    """The verifier at ``path`` (default: the weights shipped in the package), loaded once per process."""
+    p = Path(path) if path else DEFAULT_WEIGHTS
+    if not p.exists():
+        raise FileNotFoundError(f"marker verifier weights not found: {p}")
+    return _load(str(p.resolve()), p.stat().st_mtime)
+
+
+def predict(net, X: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities (N, len(CLASSES)) and tips in the window (N, 2) in [0, 1]."""
+    import torch
+
+    if not len(X):
+        return np.zeros((0, len(CLASSES)), np.float32), np.zeros((0, 2), np.float32)
+    with torch.inference_mode():
+        logits, tip = net(torch.from_numpy(X).contiguous(memory_format=torch.channels_last), torch.from_numpy(V))
+        return torch.softmax(logits, 1).numpy(), tip.numpy()
+
+
+def _snap(tip, lab: np.ndarray, label: int, bbox) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted tip moved onto the glyph's nearest pixel; direction from the glyph centroid to it."""
+    x1, y1, x2, y2 = bbox
+    ys, xs = np.nonzero(lab[y1:y2, x1:x2] == label)
+    pts = np.stack([xs + x1, ys + y1], 1).astype(np.float64)
+    d2 = ((pts - tip) ** 2).sum(1)
+    t = pts[int(np.argmin(d2))]
+    c = pts.mean(0)
+    d = t - c
+    n = np.hypot(*d)
+    return t, (d / n if n > 0 else np.array([0.0, 0.0]))
+
+
+def verified_proposals(rgb: np.ndarray, params: dict) -> list[dict]:
+    """The ``"verified"`` source: candidates the verifier calls a marker (prob >= ``verify_score``)."""
+    from .detect import colour_name
+
+    net = load_verifier(params.get("verifier"))
+    cands, planes = candidates(rgb, params)
+    X, V = features(rgb, cands, planes)
+    prob, tips = predict(net, X, V)
+    out = []
+    for c, pr, tp in zip(cands, prob, tips):
+        score = 1.0 - float(pr[0])
+        if score < params["verify_score"]:
+            continue
+        typ = CLASSES[1 + int(np.argmax(pr[1:]))]
+        b = c["bbox"]
+        lab, _ = planes[c["mask"]]
+        tip = d = None
+        if typ != "asterisk":
+            x0, y0, side = _window(b)
+            t, d = _snap(np.array([x0 + tp[0] * side, y0 + tp[1] * side]), lab, c["label"], b)
+            tip = [float(t[0]), float(t[1])]
+            d = [float(d[0]), float(d[1])]
+        if c["mask"] == "colour":
+            comp = lab[b[1]:b[3], b[0]:b[2]] == c["label"]
+            col = colour_name(rgb[b[1]:b[3], b[0]:b[2]][comp].mean(axis=0))
+        else:
+            col = c["mask"]
+        out.append({"type": typ, "bbox": list(b), "colour": col, "tip": tip, "direction": d,
+                    "score": round(score, 4), "source": "verified"})
+    return _drop_contained(out)
+
+
+def _drop_contained(markers: list, frac: float = 0.6) -> list:
+    """Drop a marker whose box lies mostly (>= ``frac`` of its area) inside a better marker's box:
+    the drop shadow or outline of a glyph (another mask) is not a second marker."""
+    kept: list = []
+    for m in sorted(markers, key=lambda m: -m["score"]):
+        b = m["bbox"]
+        area = max(1, (b[2] - b[0]) * (b[3] - b[1]))
+        if any(max(0, min(b[2], k["bbox"][2]) - max(b[0], k["bbox"][0])) *
+               max(0, min(b[3], k["bbox"][3]) - max(b[1], k["bbox"][1])) >= frac * area for k in kept):
+            continue
+        kept.append(m)
+    return kept
+
+
+# --------------------------------------------------------------------------- training data
+
+def _add_real_styles(img: np.ndarray, markers: list, rng) -> np.ndarray:
+    """Real teaching / figure styles the drawing code lacks: a text label right beside some
+    markers (in the marker's colour or another), drawn after them."""
+    from .synthetic import COLOURS, draw_text
+
+    H, W = img.shape[:2]
+    words = ["Fluid", "Dilated bowel", "Stent", "L", "R", "T2", "bleed", "oedema", "Lumen", "x40", "IVC", "12",
+             "mass", "A", "b", "Valvulae", "gas", "Rim"]
+    for m in markers:
+        if rng.random() > 0.45:
+            continue
+        b = m["bbox"]
+        size = max(b[2] - b[0], b[3] - b[1])
+        scale = float(rng.uniform(0.25, 0.7)) * max(12.0, size) / 22.0
+        text = str(rng.choice(words))
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 2)
+        side = int(rng.integers(4))
+        gap = float(rng.uniform(2, 10))
+        if side == 0:
+            org = (b[2] + gap, (b[1] + b[3]) / 2 + th / 2)
+        elif side == 1:
+            org = (b[0] - gap - tw, (b[1] + b[3]) / 2 + th / 2)
+        elif side == 2:
+            org = ((b[0] + b[2]) / 2 - tw / 2, b[1] - gap)
+        else:
+            org = ((b[0] + b[2]) / 2 - tw / 2, b[3] + gap + th)
+        if org[0] < 2 or org[1] - th < 2 or org[0] + tw > W - 2 or org[1] > H - 2:
+            continue
+        colour = COLOURS[str(rng.choice(["white", "white", "yellow", "black"]))]
+        draw_text(img, org, text, scale, colour, thickness=int(rng.integers(1, 3)))
+    return img
+
+
+def _distractors(img: np.ndarray, rng) -> None:
+    """Annotation that is not a marker, drawn in place (teaching images and figures carry it
+    beside markers): outlines (ellipses, circles, rectangles), dashed and zig-zag lines, thin
+    connecting lines, translucent shading."""
+    from .synthetic import COLOURS
+
+    H, W = img.shape[:2]
+    short = min(H, W)
+    names = list(COLOURS)
+    for _ in range(int(rng.integers(0, 4))):
+        col = COLOURS[str(rng.choice(names))]
+        t = int(rng.integers(1, 4))
+        kind = int(rng.choice(6, p=[0.15, 0.15, 0.3, 0.1, 0.15, 0.15]))  # dashed lines are the commonest look-alike
+        cx, cy = float(rng.uniform(0.1, 0.9) * W), float(rng.uniform(0.1, 0.9) * H)
+        r = float(rng.uniform(0.04, 0.3) * short)
+        if kind == 0:
+            cv2.ellipse(img, (int(cx), int(cy)), (int(r), int(r * rng.uniform(0.4, 1.0))), float(rng.uniform(0, 180)),
+                        0, 360, col, t, cv2.LINE_AA)
+        elif kind == 1:
+            cv2.rectangle(img, (int(cx - r), int(cy - r * 0.7)), (int(cx + r), int(cy + r * 0.7)), col, t)
+        elif kind == 2:  # dashed line
+            ang = float(rng.uniform(0, math.pi))
+            d = np.array([math.cos(ang), math.sin(ang)])
+            dash, gap = float(rng.uniform(4, 14)), float(rng.uniform(3, 10))
+            s = -r * 1.5
+            while s < r * 1.5:
+                a = np.array([cx, cy]) + d * s
+                b = np.array([cx, cy]) + d * min(s + dash, r * 1.5)
+                cv2.line(img, tuple(int(v) for v in a), tuple(int(v) for v in b), col, t, cv2.LINE_AA)
+                s += dash + gap
+        elif kind == 3:  # zig-zag
+            pts = [(cx + k * r / 4, cy + (r / 6 if k % 2 else -r / 6)) for k in range(-3, 4)]
+            cv2.polylines(img, [np.int32(pts)], False, col, t, cv2.LINE_AA)
+        elif kind == 4:  # a connecting line
+            x2, y2 = float(rng.uniform(0, W)), float(rng.uniform(0, H))
+            cv2.line(img, (int(cx), int(cy)), (int(x2), int(y2)), col, t, cv2.LINE_AA)
+        else:  # translucent shading blob
+            mask = np.zeros((H, W), np.uint8)
+            cv2.ellipse(mask, (int(cx), int(cy)), (int(r), int(r * rng.uniform(0.5, 1.0))), float(rng.uniform(0, 180)),
+                        0, 360, 255, -1)
+            a = (mask.astype(np.float32) / 255.0 * float(rng.uniform(0.2, 0.5)))[..., None]
+            img[:] = (img * (1 - a) + np.array(col, np.float32) * a).astype(np.uint8)
+
+
+def _shadowed(a: np.ndarray, rng, types) -> tuple[np.ndarray, list]:
+    """Markers (and text) with a soft dark drop shadow, as on radiology teaching images: the
+    drawn pixels are found by difference, and the panel under their shifted copy is darkened."""
+    from .synthetic import overlay
+
+    drawn, markers = overlay(a, rng, n=(1, 4), types=types, varied=True)
+    glyph = (np.abs(drawn.astype(np.int16) - a.astype(np.int16)).max(axis=2) > 10).astype(np.float32)
+    off = int(rng.integers(1, 4))
+    sh = np.roll(np.roll(glyph, off, 0), off, 1)
+    sh = cv2.GaussianBlur(sh, (0, 0), float(rng.uniform(0.6, 1.8)))
+    out = drawn.astype(np.float32) * (1 - float(rng.uniform(0.5, 0.85)) * sh * (1 - glyph))[..., None]
+    return out.clip(0, 255).astype(np.uint8), markers
+
+
+def _assign(cands: list[dict], markers: list[dict]):
+    """(class index, tip or None, keep) per candidate, from drawn/labelled markers."""
+    from ..evaluate.boxes import iou
+
+    out = []
+    for c in cands:
+        best, bj = 0.0, -1
+        for j, m in enumerate(markers):
+            v = iou(c["bbox"], m["bbox"])
+            if v > best:
+                best, bj = v, j
+        if best >= 0.5:
+            m = markers[bj]
+            out.append((CLASSES.index(m["type"]), m.get("tip"), True))
+        elif best > 0.1:
+            out.append((0, None, False))
+        else:
+            out.append((0, None, True))
+    return out
+
+
+def _samples(rgb: np.ndarray, markers: list[dict], p: dict, rng, neg_keep: float):
+    """Windows, numbers, classes, tips (window units; NaN when none) for one panel."""
+    cands, planes = candidates(rgb, p)
+    lab = _assign(cands, markers)
+    keep = [k for k, (cl, _, ok) in enumerate(lab) if ok and (cl > 0 or rng.random() < neg_keep)]
+    cands = [cands[k] for k in keep]
+    lab = [lab[k] for k in keep]
+    X, V = features(rgb, cands, planes)
+    y = np.array([cl for cl, _, _ in lab], np.int64)
+    T = np.full((len(cands), 2), np.nan, np.float32)
+    for k, (c, (cl, tip, _)) in enumerate(zip(cands, lab)):
+        if tip is not None and cl in (1, 2, 4):
+            x0, y0, side = _window(c["bbox"])
+            T[k] = [(tip[0] - x0) / side, (tip[1] - y0) / side]
+    return X, V, y, T
+
+
+def build_bank(src: dict, seed: int = 0) -> list:
+    """Image panels that markers are drawn on: VQA-RAD radiographs of the evaluation set's
+    ``tune`` articles only (CC0; :func:`panel2patch.evaluate.split.split_of` of the file stem) and
+    procedural micrographs and blots."""
+    from ..evaluate.split import split_of
+    from ..layout import synthetic as fig
+
+    ms, lim = int(src.get("max_side", 640)), src.get("limit")
+    items = []
+    if src.get("vqa_rad"):
+        items += fig.load_vqa_rad(src["vqa_rad"], ms, lim, keep=lambda name: split_of(Path(name).stem) == "tune")
+    rng = np.random.default_rng([seed, 104729])
+    for _ in range(int(src.get("textures", 60))):
+        im, kind = fig.render_texture(rng)
+        items.append(fig.Source(im, kind, f"texture-{kind}"))
+    return items
+
+
+def build_dataset(n_panels: int, seed: int, sources: dict, real: list | None = None, neg_keep: float = 0.35,
+                  progress: bool = True):
+    """Synthetic (and real tune) training samples as numpy arrays."""
+    from .detect import DEFAULTS
+    from .learned import CLASSES as DET_CLASSES, MarkerPanels
+    from .synthetic import overlay
+
+    p = dict(DEFAULTS)
+    bank = build_bank(sources, seed)
+    ds = MarkerPanels(bank, n_panels, seed=seed, image_size=int(sources.get("image_size", 420)), max_markers=6)
+    parts = []
+    t0 = time.time()
+    for i in range(n_panels):
+        rng = np.random.default_rng([seed, 7, i])
+        img, markers = ds.panel(i)
+        r = rng.random()
+        if r < 0.3:  # drop-shadowed white/coloured markers
+            img, markers = _shadowed(img, rng, DET_CLASSES[1:])
+        elif r < 0.4 and not markers:
+            img, markers = overlay(img, rng, n=(1, 4), types=DET_CLASSES[1:], varied=True)
+        img = np.array(img, dtype=np.uint8, copy=True)
+        if rng.random() < 0.7:  # under the markers: drawn before them would hide them, so keep it away
+            boxes = [m["bbox"] for m in markers]
+            keep = img.copy()
+            _distractors(img, rng)
+            for b in boxes:  # the markers stay as drawn
+                x1, y1, x2, y2 = (int(v) for v in b)
+                img[max(0, y1 - 1):y2 + 1, max(0, x1 - 1):x2 + 1] = keep[max(0, y1 - 1):y2 + 1, max(0, x1 - 1):x2 + 1]
+        img = _add_real_styles(img, markers, rng)
+        parts.append(_samples(img, markers, p, rng, neg_keep))
+        if progress and (i + 1) % 200 == 0:
+            log.info("verifier data: %d/%d panels, %.0f s", i + 1, n_panels, time.time() - t0)
+    for img, markers, reps in real or []:
+        rng = np.random.default_rng([seed, 11, len(parts)])
+        for _ in range(reps):
+            parts.append(_samples(img, markers, p, rng, neg_keep))
+    X = np.concatenate([q[0] for q in parts])
+    V = np.concatenate([q[1] for q in parts])
+    y = np.concatenate([q[2] for q in parts])
+    T = np.concatenate([q[3] for q in parts])
+    return X, V, y, T
+
+
+def real_tune_panels(records: list[dict], reps: int = 4) -> list:
+    """(image panel RGB, markers in panel pixels, repeats) of labelled tune figures: each labelled
+    image panel of a record (``panels`` boxes; the whole image where none) with the markers inside it."""
+    from PIL import Image
+
+    from ..ingest.images import to_rgb
+
+    out = []
+    for r in records:
+        img = np.asarray(to_rgb(Image.open(r["path"])))
+        boxes = [p["bbox"] for p in r.get("panels") or []] or [[0, 0, img.shape[1], img.shape[0]]]
+        for b in boxes:
+            x1, y1, x2, y2 = (int(v) for v in b)
+            inside = [m for m in r.get("markers") or [] if m["bbox"][0] >= x1 - 2 and m["bbox"][1] >= y1 - 2
+                      and m["bbox"][2] <= x2 + 2 and m["bbox"][3] <= y2 + 2]
+            if x2 - x1 < 32 or y2 - y1 < 32:
+                continue
+            ms = [{"type": m["type"], "bbox": [m["bbox"][0] - x1, m["bbox"][1] - y1, m["bbox"][2] - x1, m["bbox"][3] - y1],
+                   "tip": [m["tip"][0] - x1, m["tip"][1] - y1] if m.get("tip") else None} for m in inside]
+            panel = np.ascontiguousarray(img[y1:y2, x1:x2])
+            s = min(1.0, 900 / max(panel.shape[:2]))
+            if s < 1:
+                panel = cv2.resize(panel, (round(panel.shape[1] * s), round(panel.shape[0] * s)), interpolation=cv2.INTER_AREA)
+                ms = [{**m, "bbox": [v * s for v in m["bbox"]], "tip": [v * s for v in m["tip"]] if m["tip"] else None} for m in ms]
+            out.append((panel, ms, reps if ms else 1))
+    return out
+
+
+def train_verifier(out_path: str | Path, n_panels: int = 3000, epochs: int = 8, seed: int = 0,
+                   sources: dict | None = None, real: list | None = None, batch: int = 256, lr: float = 2e-3,
+                   progress: bool = True, real_source: str | None = None) -> dict:
+    """Build the data, train, and write ``out_path`` (.pt: state dict + format + meta) and a
+    ``.json`` sidecar (sha256, data, losses, seconds)."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    t0 = time.time()
+    X, V, y, T = build_dataset(n_panels, seed, sources or {}, real, progress=progress)
+    t_data = time.time() - t0
+    counts = np.bincount(y, minlength=len(CLASSES)).tolist()
+    log.info("verifier data: %d samples %s in %.0f s", len(y), dict(zip(CLASSES, counts)), t_data)
+    Xt, Vt, yt, Tt = (torch.from_numpy(a) for a in (X, V, y, T))
+    net = VerifierNet()
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * math.ceil(len(y) / batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    net.train()
+    for ep in range(epochs):
+        perm = torch.randperm(len(y), generator=g)
+        tot = n = 0.0
+        for k in range(0, len(y), batch):
+            idx = perm[k:k + batch]
+            xb = Xt[idx]
+            if torch.rand(1, generator=g).item() < 0.5:  # flips and transposes keep classes; tips follow
+                xb = xb.flip(3)
+                tb = Tt[idx].clone()
+                tb[:, 0] = 1 - tb[:, 0]
+            else:
+                tb = Tt[idx]
+            logits, tip = net(xb, Vt[idx])
+            loss = F.cross_entropy(logits, yt[idx])
+            has = ~torch.isnan(tb[:, 0])
+            if has.any():
+                loss = loss + 4.0 * F.smooth_l1_loss(tip[has], tb[has], beta=0.05)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += float(loss.detach()) * len(idx)
+            n += len(idx)
+        losses.append(round(tot / n, 4))
+        log.info("verifier epoch %d/%d loss %.4f", ep + 1, epochs, losses[-1])
+    net.eval()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "classes": list(CLASSES), "crop": CROP, "window": WINDOW, "samples": int(len(y)),
+            "class_counts": dict(zip(CLASSES, counts)), "n_panels": n_panels, "epochs": epochs, "seed": seed,
+            "sources": {k: str(v) for k, v in (sources or {}).items()}, "real_panels": len(real or []), "real_source": real_source,
+            "losses": losses, "seconds_data": round(t_data, 1), "seconds": round(time.time() - t0, 1)}
+    tmp = out_path.with_suffix(".tmp")
+    torch.save({"format": FORMAT, "state_dict": net.state_dict(), "meta": meta}, tmp)
+    tmp.replace(out_path)
+    meta["sha256"] = sha256_file(out_path)
+    out_path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
+    return meta
+
+
+def hand_labelled_records(folder: str | Path) -> list[dict]:
+    """Records of a hand-labelled set (``annotations.json`` + ``images/``, the schema of
+    ``panels-gt/hand-labelled-dev``, all of which is ``tune``: earlier work tuned on it) as
+    ``{"path", "panels", "markers"}``."""
+    folder = Path(folder)
+    recs = json.loads((folder / "annotations.json").read_text())
+    return [{"path": str(folder / "images" / r["image"]), "panels": r.get("panels") or [],
+             "markers": r.get("markers") or []} for r in recs]
+
+
+def train_from_config(cfg: dict, out_path: str | Path, threads: int = 1, progress: bool = True) -> dict:
+    """Rule ``train_marker_verifier``: ``cfg`` = the config's ``markers.verifier`` section."""
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))
+    src = dict(cfg.get("sources") or {})
+    real = real_tune_panels(hand_labelled_records(src["hand_labelled"])) if src.get("hand_labelled") else None
+    return train_verifier(out_path, n_panels=int(cfg.get("n_panels", 200)), epochs=int(cfg.get("epochs", 2)),
+                          seed=int(cfg.get("seed", 0)),
+                          sources={"vqa_rad": src.get("vqa_rad"), "textures": int(src.get("textures", 60)),
+                                   "max_side": int(src.get("max_side", 640))},
+                          real=real, progress=progress, real_source=src.get("hand_labelled"))

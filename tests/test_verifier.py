@@ -1,0 +1,107 @@
+"""Marker verifier: candidates, the shipped weights on drawn real-style markers, training, and
+the arrow direction (a patch lies where the marker points)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from panel2patch.markers import verify
+from panel2patch.markers.detect import DEFAULTS, detect_markers, figure_markers, iou
+from panel2patch.markers.synthetic import draw_arrow, draw_arrowhead, draw_text
+from test_markers import grey_image
+
+
+def _shadow(img, box):
+    """A dark drop shadow to the lower right of the glyph in ``box`` (as on teaching images)."""
+    x1, y1, x2, y2 = box
+    under = img[y1 + 2:y2 + 2, x1 + 2:x2 + 2]
+    glyph = img[y1:y2, x1:x2].min(axis=2) > 240
+    under[glyph[:under.shape[0], :under.shape[1]] & ~(under.min(axis=2) > 240)] //= 4
+
+
+def test_candidates_find_the_glyph_and_features_have_fixed_shape():
+    img = grey_image(seed=11)
+    box = draw_arrowhead(img, (150.0, 120.0), math.radians(40), 30, 22, (255, 255, 255))
+    cands, planes = verify.candidates(img, dict(DEFAULTS))
+    assert any(c["mask"] == "white" and iou(c["bbox"], box) >= 0.7 for c in cands)
+    X, V = verify.features(img, cands, planes)
+    assert X.shape == (len(cands), 3, verify.CROP, verify.CROP) and V.shape == (len(cands), 6)
+    assert np.isfinite(X).all() and np.isfinite(V).all()
+
+
+def test_shipped_verifier_finds_shadowed_white_markers_beside_text():
+    """Radiology teaching style: white arrowhead and arrow with drop shadows, a white word right
+    beside each (the shape rules reject these as clutter); tips on the heads."""
+    img = grey_image(seed=12, level=100, spread=45)
+    tip1, tip2 = (120.0, 110.0), (250.0, 220.0)
+    b1 = draw_arrowhead(img, tip1, math.radians(135), 30, 24, (255, 255, 255))
+    b2 = draw_arrow(img, tip2, math.radians(-60), 52, 7, 20, 16, (255, 255, 255))
+    _shadow(img, b1)
+    _shadow(img, b2)
+    draw_text(img, (b1[2] + 4, b1[3] - 4), "Fluid", 0.6, (255, 255, 255), 2)
+    draw_text(img, (b2[2] + 4, b2[3] - 6), "Stent", 0.6, (255, 255, 255), 2)
+    found = detect_markers(img)
+    for box, typ, tip in ((b1, "arrowhead", tip1), (b2, "arrow", tip2)):
+        hits = [m for m in found if iou(m["bbox"], box) >= 0.5]
+        assert hits, f"missed {typ} at {box}: {found}"
+        m = hits[0]
+        size = max(box[2] - box[0], box[3] - box[1])
+        assert math.hypot(m["tip"][0] - tip[0], m["tip"][1] - tip[1]) <= 0.5 * size
+    assert len(found) <= 3  # the words are not markers (one stray glyph at most)
+
+
+@pytest.mark.parametrize("method", ["verified", "heuristic"])
+def test_block_arrow_points_where_its_head_is(method):
+    """A cursor-like arrow whose head is most of the glyph, pointing up-left (eLife 01222 Fig. 4
+    style): the tip is at the head's point and the patch lies up-left of the marker."""
+    img = grey_image(seed=13, level=60, spread=20)
+    tip = (140.0, 110.0)
+    ang = math.radians(225)
+    box = draw_arrow(img, tip, ang, 80, 22, 62, 48, (130, 170, 230))
+    res = figure_markers(img, params={"method": method},
+                         layout={"panels": [{"bbox": [0, 0, img.shape[1], img.shape[0]], "kind": "image"}]})
+    (m,) = [m for m in res["markers"] if iou(m["bbox"], box) >= 0.5]
+    assert math.hypot(m["tip"][0] - tip[0], m["tip"][1] - tip[1]) <= 8
+    assert m["direction"][0] * math.cos(ang) + m["direction"][1] * math.sin(ang) > 0.8
+    (p,) = [p for p in res["patches"] if 0 in p["marker_indices"]]
+    cx, cy = (p["bbox"][0] + p["bbox"][2]) / 2, (p["bbox"][1] + p["bbox"][3]) / 2
+    assert cx < tip[0] and cy < tip[1]
+    assert p["bbox"][0] <= tip[0] <= p["bbox"][2] and p["bbox"][1] <= tip[1] <= p["bbox"][3]
+
+
+def test_train_verifier_writes_a_loadable_versioned_artifact(tmp_path, shared_data):
+    out = tmp_path / "v.pt"
+    real = verify.real_tune_panels(verify.hand_labelled_records(shared_data / "panels-gt" / "hand-labelled-dev")[:2])
+    meta = verify.train_verifier(out, n_panels=12, epochs=1, sources={"textures": 6, "vqa_rad": str(shared_data / "vqa-rad")},
+                                 real=real, progress=False)
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["sha256"] == verify.sha256_file(out) and side["format"] == verify.FORMAT
+    assert meta["samples"] > 0 and len(meta["losses"]) == 1 and np.isfinite(meta["losses"][0])
+    net = verify.load_verifier(out)
+    img = grey_image(seed=14)
+    draw_arrowhead(img, (150.0, 120.0), math.radians(40), 30, 22, (255, 255, 255))
+    found = detect_markers(img, {"verifier": str(out), "verify_score": 0.0})
+    assert found and all(m["source"] == "verified" for m in found)
+    assert net is verify.load_verifier(out)  # cached per process
+
+
+def test_wrong_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "x.pt"
+    import torch
+
+    torch.save({"format": "something-else"}, bad)
+    with pytest.raises(ValueError, match="not a marker verifier"):
+        verify.load_verifier(bad)
+    with pytest.raises(FileNotFoundError):
+        verify.load_verifier(tmp_path / "missing.pt")
+
+
+def test_shipped_weights_match_their_model_card():
+    side = json.loads(verify.DEFAULT_WEIGHTS.with_suffix(".json").read_text())
+    assert side["sha256"] == verify.sha256_file(verify.DEFAULT_WEIGHTS)
+    card = (verify.DEFAULT_WEIGHTS.parent / "MODEL_CARD.md").read_text()
+    assert side["sha256"] in card
