@@ -105,3 +105,17 @@ def test_shipped_weights_match_their_model_card():
     assert side["sha256"] == verify.sha256_file(verify.DEFAULT_WEIGHTS)
     card = (verify.DEFAULT_WEIGHTS.parent / "MODEL_CARD.md").read_text()
     assert side["sha256"] in card
+
+
+def test_radiology_tune_floor(shared_data):
+    """Real white / coloured arrows and arrowheads on radiology teaching images (the evaluation
+    set's tune split; labels read in place, never copied): measured recall 0.833, precision 0.862,
+    every matched tip within half the marker's size; floors leave some slack."""
+    from conftest import load_benchmark
+
+    ev, pe = load_benchmark("evalset"), load_benchmark("parse_eval")
+    recs = [r for r in ev.load(shared_data) if r["source"] == "radiology-dev" and r["split"] == "tune"]
+    assert len(recs) >= 15
+    m = pe.run(recs)["groups"]["tune/radiology-dev"]["markers"]
+    assert m["R"] >= 0.75 and m["P"] >= 0.75, m
+    assert m["tip_within_half"] >= 0.9 and m["patch_contains_tip"] >= 0.9, m

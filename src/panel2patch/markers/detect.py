@@ -94,7 +94,7 @@ DEFAULTS = {
     "weights": None,          # learned marker detector (.pt from train_marker_detector); None: heuristic only
     "learned_score": 0.5,     # keep learned boxes with at least this score
     "verifier": None,         # marker verifier weights (.pt); None: the weights shipped in the package
-    "verify_score": 0.5,      # keep candidates the verifier calls a marker with at least this probability
+    "verify_score": 0.7,      # keep candidates the verifier calls a marker with at least this probability (chosen on the tune split)
     "verify_min_size": 12,    # px (working scale), long side of a verifier candidate
 }
 METHODS = {"heuristic": ("shapes",), "learned": ("learned",), "both": ("shapes", "learned"),

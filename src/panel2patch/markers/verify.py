@@ -143,13 +143,16 @@ def _net():
     from torch import nn
 
     class VerifierNet(nn.Module):
-        def __init__(self):
+        def __init__(self, arch: str = "double"):
             super().__init__()
+            if arch not in ARCHS:
+                raise ValueError(f"unknown verifier arch {arch!r} (one of {ARCHS})")
 
             def block(i, o):
-                return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(inplace=True),
-                                     nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(inplace=True),
-                                     nn.MaxPool2d(2))
+                convs = [nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
+                if arch == "double":
+                    convs += [nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
+                return nn.Sequential(*convs, nn.MaxPool2d(2))
 
             self.body = nn.Sequential(block(3, 16), block(16, 32), block(32, 64))
             self.fc = nn.Sequential(nn.Linear(64 * (CROP // 8) ** 2 + 6, 96), nn.ReLU(inplace=True))
@@ -163,8 +166,11 @@ def _net():
     return VerifierNet
 
 
-def VerifierNet():  # noqa: N802 - a class built lazily so that torch is imported only when used
-    return _net()()
+ARCHS = ("double", "single")  # two 3x3 convolutions per block (10 M multiply-adds a candidate) or one (2.8 M)
+
+
+def VerifierNet(arch: str = "double"):  # noqa: N802 - a class built lazily so that torch is imported only when used
+    return _net()(arch)
 
 
 def sha256_file(path: Path) -> str:
@@ -182,7 +188,7 @@ def _load(path: str, mtime: float):
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if obj.get("format") != FORMAT:
         raise ValueError(f"{path} is not a marker verifier ({obj.get('format')!r}, expected {FORMAT!r})")
-    net = VerifierNet()
+    net = VerifierNet(obj.get("meta", {}).get("arch", "double"))
     net.load_state_dict(obj["state_dict"])
     net.eval()
     return net.to(memory_format=torch.channels_last)  # 1.5-1.8x faster convolutions on CPU
@@ -488,7 +494,7 @@ def real_tune_panels(records: list[dict], reps: int = 4) -> list:
 
 def train_verifier(out_path: str | Path, n_panels: int = 3000, epochs: int = 8, seed: int = 0,
                    sources: dict | None = None, real: list | None = None, batch: int = 256, lr: float = 2e-3,
-                   progress: bool = True, real_source: str | None = None) -> dict:
+                   progress: bool = True, real_source: str | None = None, arch: str = "double") -> dict:
     """Build the data, train, and write ``out_path`` (.pt: state dict + format + meta) and a
     ``.json`` sidecar (sha256, data, losses, seconds)."""
     import torch
@@ -501,7 +507,7 @@ def train_verifier(out_path: str | Path, n_panels: int = 3000, epochs: int = 8, 
     counts = np.bincount(y, minlength=len(CLASSES)).tolist()
     log.info("verifier data: %d samples %s in %.0f s", len(y), dict(zip(CLASSES, counts)), t_data)
     Xt, Vt, yt, Tt = (torch.from_numpy(a) for a in (X, V, y, T))
-    net = VerifierNet()
+    net = VerifierNet(arch)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * math.ceil(len(y) / batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
@@ -536,7 +542,7 @@ def train_verifier(out_path: str | Path, n_panels: int = 3000, epochs: int = 8, 
     net.eval()
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, "classes": list(CLASSES), "crop": CROP, "window": WINDOW, "samples": int(len(y)),
+    meta = {"format": FORMAT, "arch": arch, "classes": list(CLASSES), "crop": CROP, "window": WINDOW, "samples": int(len(y)),
             "class_counts": dict(zip(CLASSES, counts)), "n_panels": n_panels, "epochs": epochs, "seed": seed,
             "sources": {k: str(v) for k, v in (sources or {}).items()}, "real_panels": len(real or []), "real_source": real_source,
             "losses": losses, "seconds_data": round(t_data, 1), "seconds": round(time.time() - t0, 1)}
@@ -569,4 +575,5 @@ def train_from_config(cfg: dict, out_path: str | Path, threads: int = 1, progres
                           seed=int(cfg.get("seed", 0)),
                           sources={"vqa_rad": src.get("vqa_rad"), "textures": int(src.get("textures", 60)),
                                    "max_side": int(src.get("max_side", 640))},
-                          real=real, progress=progress, real_source=src.get("hand_labelled"))
+                          real=real, progress=progress, real_source=src.get("hand_labelled"),
+                          arch=str(cfg.get("arch", "double")))
