@@ -405,3 +405,12 @@ def test_text_stage_on_ingested_sample(tmp_path, sample, monkeypatch):
     assert fig2.loc["C", "text"].startswith("Boxplot summarizing the statistics in (B)")
     assert fig2.loc["C", "full_text"].startswith(fig2.loc["_shared", "text"])
     assert len(fig2.loc["_shared", "inline_refs"]) == 3  # sentences citing "Figure 2" without a letter
+
+
+def test_inline_enumeration_after_with():
+    """'(a) X compared with (b) Y': (b) starts b's text (it was read as a label trailing the text
+    before it, which swapped a and b; EXSCLAIM ncomms5946 Fig. 3, a tune figure)."""
+    out = split_caption("XPS of the nanostructures. (a) Spectra of Ag 3d levels of the nanoshells compared with "
+                        "(b) the Ag 3d spectra of a silver standard. (c) Spectrum of Pd 3d levels.")
+    assert out["A"].startswith("Spectra of Ag 3d") and out["B"] == "the Ag 3d spectra of a silver standard."
+    assert out["C"] == "Spectrum of Pd 3d levels." and out["_shared"] == "XPS of the nanostructures."

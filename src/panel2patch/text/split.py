@@ -85,7 +85,7 @@ _ABBREV = {
 }
 _RE_SENT_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“(\[]?[A-Z0-9(\[*#])|(?<=[a-z]{2}[.!?])(?=[A-Z(])")
 
-_CONJ = {"and", "or", "while", "whereas", "but", "versus", "vs", "vs.", "then", "and/or", ",", ";"}
+_CONJ = {"and", "or", "while", "whereas", "but", "versus", "vs", "vs.", "then", "and/or", ",", ";", "with"}
 
 _PREP_CITE = {"in", "of", "from", "between", "see", "as", "than", "like", "cf.", "cf", "to"}
 
