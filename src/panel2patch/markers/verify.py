@@ -546,12 +546,23 @@ def train_verifier(out_path: str | Path, n_panels: int = 3000, epochs: int = 8, 
             "class_counts": dict(zip(CLASSES, counts)), "n_panels": n_panels, "epochs": epochs, "seed": seed,
             "sources": {k: str(v) for k, v in (sources or {}).items()}, "real_panels": len(real or []), "real_source": real_source,
             "losses": losses, "seconds_data": round(t_data, 1), "seconds": round(time.time() - t0, 1)}
-    tmp = out_path.with_suffix(".tmp")
-    torch.save({"format": FORMAT, "state_dict": net.state_dict(), "meta": meta}, tmp)
-    tmp.replace(out_path)
+    save_weights(out_path, net.state_dict(), meta)
     meta["sha256"] = sha256_file(out_path)
     out_path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
     return meta
+
+
+def save_weights(path: str | Path, state_dict: dict, meta: dict) -> None:
+    """Write the weights file atomically. Only what the training run determines goes in (no
+    timings), so a rebuild with the same config writes the same bytes (the same sha256); the
+    sidecar ``.json`` has the rest."""
+    import torch
+
+    path = Path(path)
+    stable = {k: v for k, v in meta.items() if not k.startswith("seconds")}
+    tmp = path.with_suffix(".tmp")
+    torch.save({"format": FORMAT, "state_dict": state_dict, "meta": stable}, tmp)
+    tmp.replace(path)
 
 
 def hand_labelled_records(folder: str | Path) -> list[dict]:
