@@ -33,7 +33,6 @@ pixel), direction = from the glyph's centroid to the tip.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -43,6 +42,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from ..ingest.images import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -171,14 +172,6 @@ ARCHS = ("double", "single")  # two 3x3 convolutions per block (10 M multiply-ad
 
 def VerifierNet(arch: str = "double"):  # noqa: N802 - a class built lazily so that torch is imported only when used
     return _net()(arch)
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @lru_cache(maxsize=4)
