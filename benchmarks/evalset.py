@@ -303,6 +303,9 @@ def main(argv=None) -> int:
 
         args.out.mkdir(parents=True, exist_ok=True)
         for i in args.ids:
+            if i not in by_id:
+                print(f"{i}: no such record (see `evalset.py list`)", file=sys.stderr)
+                continue
             r = by_id[i]
             draw(r, Image.open(image_path(r)), args.max_side).save(args.out / f"{i}.png")
             print(args.out / f"{i}.png")
@@ -332,6 +335,8 @@ def main(argv=None) -> int:
                 specs = [(path.stem, {"file": rel})]
             for rid, spec in specs:
                 if rid in have:
+                    print(f"{rid}: already in {args.labels.name}, skipped (give another --article for a second copy)",
+                          file=sys.stderr)
                     continue
                 rec = {"id": rid, "source": args.source, "article": art, "license": args.license, "image": spec,
                        "scope": ["panels", "markers"], "checked": None, "notes": ""}
