@@ -156,8 +156,7 @@ def chroma_of(rgb: np.ndarray) -> np.ndarray:
     return cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b))
 
 
-def _colour_mask(rgb: np.ndarray, p: dict, chroma: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
-    chroma = chroma_of(rgb) if chroma is None else chroma
+def _colour_mask(rgb: np.ndarray, p: dict, chroma: np.ndarray) -> tuple[np.ndarray, bool]:
     lo = chroma >= p["chroma_lo"]
     grey = np.count_nonzero(lo) / lo.size < p["grey_panel_frac"]
     if not grey:
@@ -175,10 +174,8 @@ def _colour_mask(rgb: np.ndarray, p: dict, chroma: np.ndarray | None = None) -> 
     return keep[lab].astype(np.uint8), grey
 
 
-def _extreme_masks(rgb: np.ndarray, p: dict, chroma: np.ndarray | None = None,
-                   gray: np.ndarray | None = None) -> list[tuple[str, np.ndarray]]:
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if gray is None else gray
-    chroma = chroma_of(rgb) if chroma is None else chroma
+def _extreme_masks(rgb: np.ndarray, p: dict, chroma: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     # extreme AND much brighter/darker than the local mean (a box of ~12% of the panel): a glyph
     # is separated from large white/black areas (paper, air outside the body) it may touch
     k = max(15, int(0.12 * min(gray.shape)) | 1)
@@ -453,10 +450,11 @@ def shape_proposals(rgb: np.ndarray, params: dict) -> list:
     short = min(H, W)
     lo_size = max(p["min_size"], p["min_frac"] * short)
     hi_size = p["max_frac"] * short
-    cmask, grey = _colour_mask(rgb, p)
+    chroma = chroma_of(rgb)  # one pass for both masks
+    cmask, grey = _colour_mask(rgb, p, chroma)
     masks = [("colour", cmask)]
     if grey:
-        masks += _extreme_masks(rgb, p)
+        masks += _extreme_masks(rgb, p, chroma)
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) if grey else None
     out = []
     dbg = p.get("_debug")

@@ -108,14 +108,17 @@ def build_model(model_cfg: dict, classes=CLASSES) -> torch.nn.Module:
 # ----------------------------------------------------------------------------- training data
 
 
-def build_bank(src: dict, seed: int = 0) -> list:
-    """Real and procedural image panels (``layout.synthetic.Source``) that markers are drawn on."""
+def build_bank(src: dict, seed: int = 0, keep=None) -> list:
+    """Real and procedural image panels (``layout.synthetic.Source``) that markers are drawn on;
+    ``keep(file name)`` picks the VQA-RAD images (default: the ``tune`` half of
+    :func:`~panel2patch.markers.synthetic.split_of`)."""
     from ..layout import synthetic as fig
 
     ms, lim = int(src["max_side"]), src.get("limit")
     items = []
     if src.get("vqa_rad"):
-        items += fig.load_vqa_rad(src["vqa_rad"], ms, lim, keep=lambda name: synthetic.split_of(name) == "tune")
+        keep = keep or (lambda name: synthetic.split_of(name) == "tune")
+        items += fig.load_vqa_rad(src["vqa_rad"], ms, lim, keep=keep)
     if src.get("exsclaim"):
         items += [s for s in fig.load_exsclaim(src["exsclaim"], ms, lim) if s.kind == "micrograph"]
     rng = np.random.default_rng([seed, 104729])

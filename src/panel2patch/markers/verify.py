@@ -114,7 +114,6 @@ def features(rgb: np.ndarray, cands: list[dict], planes: dict) -> tuple[np.ndarr
         return X, V
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
     short = float(min(rgb.shape[:2]))
-    fg = {name: (lab > 0).astype(np.float32) for name, (lab, _) in planes.items()}
     for k, c in enumerate(cands):
         lab, _ = planes[c["mask"]]
         x0, y0, side = _window(c["bbox"])
@@ -122,12 +121,11 @@ def features(rgb: np.ndarray, cands: list[dict], planes: dict) -> tuple[np.ndarr
         bx1 = min(rgb.shape[1], int(math.ceil(x0 + side)) + 1)
         by1 = min(rgb.shape[0], int(math.ceil(y0 + side)) + 1)
         sub = lab[by0:by1, bx0:bx1]
-        comp = (sub == c["label"]).astype(np.float32)
-        X[k, 0] = _warp(comp, x0 - bx0, y0 - by0, side, cv2.INTER_AREA if side > CROP else cv2.INTER_LINEAR)
-        g = gray[by0:by1, bx0:bx1]
-        gw = _warp(g, x0 - bx0, y0 - by0, side, cv2.INTER_AREA if side > CROP else cv2.INTER_LINEAR)
+        interp = cv2.INTER_AREA if side > CROP else cv2.INTER_LINEAR
+        X[k, 0] = _warp((sub == c["label"]).astype(np.float32), x0 - bx0, y0 - by0, side, interp)
+        gw = _warp(gray[by0:by1, bx0:bx1], x0 - bx0, y0 - by0, side, interp)
         X[k, 1] = (gw - gw.mean()) / (gw.std() + 8.0)
-        X[k, 2] = _warp(fg[c["mask"]][by0:by1, bx0:bx1], x0 - bx0, y0 - by0, side, cv2.INTER_AREA if side > CROP else cv2.INTER_LINEAR)
+        X[k, 2] = _warp((sub > 0).astype(np.float32), x0 - bx0, y0 - by0, side, interp)  # the whole mask
         b = c["bbox"]
         w, h = b[2] - b[0], b[3] - b[1]
         V[k, MASKS.index(c["mask"])] = 1.0
@@ -397,21 +395,14 @@ def _samples(rgb: np.ndarray, markers: list[dict], p: dict, rng, neg_keep: float
 
 
 def build_bank(src: dict, seed: int = 0) -> list:
-    """Image panels that markers are drawn on: VQA-RAD radiographs of the evaluation set's
-    ``tune`` articles only (CC0; :func:`panel2patch.evaluate.split.split_of` of the file stem) and
-    procedural micrographs and blots."""
+    """Image panels that markers are drawn on (:func:`.learned.build_bank`): VQA-RAD radiographs
+    of the evaluation set's ``tune`` articles only (CC0; :func:`panel2patch.evaluate.split.split_of`
+    of the file stem) and procedural micrographs and blots; no EXSCLAIM (it is evaluation data)."""
     from ..evaluate.split import split_of
-    from ..layout import synthetic as fig
+    from .learned import build_bank as bank
 
-    ms, lim = int(src.get("max_side", 640)), src.get("limit")
-    items = []
-    if src.get("vqa_rad"):
-        items += fig.load_vqa_rad(src["vqa_rad"], ms, lim, keep=lambda name: split_of(Path(name).stem) == "tune")
-    rng = np.random.default_rng([seed, 104729])
-    for _ in range(int(src.get("textures", 60))):
-        im, kind = fig.render_texture(rng)
-        items.append(fig.Source(im, kind, f"texture-{kind}"))
-    return items
+    return bank({"vqa_rad": src.get("vqa_rad"), "max_side": int(src.get("max_side", 640)), "limit": src.get("limit"),
+                 "textures": int(src.get("textures", 60))}, seed, keep=lambda name: split_of(Path(name).stem) == "tune")
 
 
 def build_dataset(n_panels: int, seed: int, sources: dict, real: list | None = None, neg_keep: float = 0.35,
