@@ -24,6 +24,8 @@ Scores (micro averages over the figures of a group):
   stage's code); a labelled panel with its own subcaption gets its text when a predicted panel
   matches it (IoU >= 0.5) and that panel's aligned text holds >= 80 % of the words of its own
   subcaption, and >= 80 % of the aligned text's words are the panel's own or shared words.
+  ``lost b/l/t`` counts where a failed panel lost its text (no matching box / wrong letter / the
+  text stage), ``txt`` is the text stage alone: the caption aligned with the labelled panels.
 """
 
 from __future__ import annotations
@@ -130,7 +132,22 @@ class Score:
             prec = sum(w in allowed for w in got) / max(1, len(got))
             ok = bool(got) and rec_ >= 0.8 and prec >= 0.8
             self.c["e2e_ok"] += ok
+            if not ok:  # where the panel's text was lost: its box, its letter, or the text stage
+                lost = ("box" if j not in pairs else "letter"
+                        if (pred[pairs[j]].get("label") or "").lower() != g["label"].lower() else "text")
+                self.c[f"e2e_lost_{lost}"] += 1
             ok_all &= ok
+        # the text stage alone: the same caption aligned with the labelled panels and letters
+        gal = align_panels([{"index": j, "label": g.get("label")} for j, g in enumerate(rec["panels"])],
+                           split_caption(rec["caption"]))
+        gtext = {a["panel_index"]: a.get("text") or "" for a in gal if a.get("panel_index") is not None}
+        for j, g in enumerate(rec["panels"]):
+            own = subs.get((g.get("label") or "").lower())
+            if own is not None:
+                got = _words(gtext.get(j, ""))
+                own_w, allowed = _words(own), set(_words(own)) | set(shared)
+                self.c["e2e_text_ok"] += (bool(got) and sum(w in set(got) for w in own_w) / max(1, len(own_w)) >= 0.8
+                                          and sum(w in allowed for w in got) / max(1, len(got)) >= 0.8)
         return ok_all
 
     def report(self) -> dict:
@@ -153,7 +170,9 @@ class Score:
                               "tip_err_median": round(float(np.median(self.tip_err)), 3) if self.tip_err else None,
                               "patch_contains_tip": r(c["patch_ok"], c["t_n"])}
         if c["e2e_n"]:
-            out["end_to_end"] = {"panels": c["e2e_n"], "own_text": r(c["e2e_ok"], c["e2e_n"])}
+            out["end_to_end"] = {"panels": c["e2e_n"], "own_text": r(c["e2e_ok"], c["e2e_n"]),
+                                 "lost_at": {k: c[f"e2e_lost_{k}"] for k in ("box", "letter", "text")},
+                                 "own_text_given_labelled_panels": r(c["e2e_text_ok"], c["e2e_n"])}
         return out
 
 
@@ -206,14 +225,15 @@ def main(argv=None) -> int:
     mp = {k: v for k, v in (("method", args.markers_method), ("verifier", args.verifier)) if v}
     out = run(recs, args.verbose, mp or None)
     print(f"{'group':28s} {'figs':>4s} {'P':>6s} {'R':>6s} {'F1':>6s} {'letters':>8s} | {'mk figs':>7s} {'gold':>5s} "
-          f"{'R':>6s} {'P':>6s} {'tip':>6s} {'patch':>6s} | {'e2e n':>5s} {'own':>6s}")
+          f"{'R':>6s} {'P':>6s} {'tip':>6s} {'patch':>6s} | {'e2e n':>5s} {'own':>6s} {'txt':>6s} {'lost b/l/t':>10s}")
     for k, g in out["groups"].items():
-        p, m = g.get("panels", {}), g.get("markers", {})
+        p, m, e = g.get("panels", {}), g.get("markers", {}), g.get("end_to_end", {})
         f = lambda v: f"{v:6.3f}" if isinstance(v, float) else f"{'-':>6s}"  # noqa: E731
         print(f"{k:28s} {p.get('figures', 0):4d} {f(p.get('P'))} {f(p.get('R'))} {f(p.get('F1'))} "
               f"{f(p.get('letters')):>8s} | {m.get('figures', 0):7d} {m.get('gold', 0):5d} {f(m.get('R'))} "
               f"{f(m.get('P'))} {f(m.get('tip_within_half'))} {f(m.get('patch_contains_tip'))} | "
-              f"{g.get('end_to_end', {}).get('panels', 0):5d} {f(g.get('end_to_end', {}).get('own_text'))}")
+              f"{e.get('panels', 0):5d} {f(e.get('own_text'))} {f(e.get('own_text_given_labelled_panels'))} "
+              f"{'/'.join(str(v) for v in e.get('lost_at', {}).values()) or '-':>10s}")
     print(f"seconds: {out['seconds']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -414,3 +414,61 @@ def test_inline_enumeration_after_with():
                         "(b) the Ag 3d spectra of a silver standard. (c) Spectrum of Pd 3d levels.")
     assert out["A"].startswith("Spectra of Ag 3d") and out["B"] == "the Ag 3d spectra of a silver standard."
     assert out["C"] == "Spectrum of Pd 3d levels." and out["_shared"] == "XPS of the nanostructures."
+
+
+def test_nature_style_letter_groups_open_sentences():
+    # 'b, c Text' and 'd–f Text' (Nature journals): the group owns its sentence, and the letters
+    # cited inside it, one panel each, only qualify the group's text (it goes to every letter)
+    out = split_caption("Growth of the crystals. a Schematic of the reactor used for growth. b, c Optical "
+                        "images of the crystal after 2 h (b) and 4 h (c). d–f SEM images of sample A (d), "
+                        "B (e) and C (f). Scale bars, 10 µm.")
+    assert out["_shared"] == "Growth of the crystals. Scale bars, 10 µm."
+    assert out["A"] == "Schematic of the reactor used for growth."
+    assert out["B"] == out["C"] == "Optical images of the crystal after 2 h (b) and 4 h (c)."
+    assert out["D"] == out["E"] == out["F"] == "SEM images of sample A (d), B (e) and C (f)."
+    # single letters after a group, and a note citing every letter in brackets afterwards
+    out = split_caption("Catalyst. a, b Schematic of the synthesis (a) and the cycle (b). c–e SEM images. "
+                        "f TEM image of the SMNp. Scale bars, 5 µm (c), 500 nm (d) and 2 nm (f).")
+    assert out["F"] == "TEM image of the SMNp." and out["C"] == "SEM images." and "Scale bars" in out["_shared"]
+    # single letters first, the first group later
+    out = split_caption("Electrochemical tests. a Polarization curves. b Power density. c, d Discharge curves "
+                        "at 10 mA cm−2 (c) and 50 mA cm−2 (d). Error bars indicate s.d. (n = 3).")
+    assert (out["A"], out["B"]) == ("Polarization curves.", "Power density.")
+    assert out["C"] == out["D"] == "Discharge curves at 10 mA cm−2 (c) and 50 mA cm−2 (d)."
+
+
+def test_letters_between_plain_words_do_not_rotate():
+    # was: A 'merged.', B 'control', C 'treated' (each letter took the clause before it)
+    assert split_caption("(A) control (B) treated (C) merged.") == {
+        "_shared": "", "A": "control", "B": "treated", "C": "merged."}
+    # letters written after their description still take the clause before them
+    out = split_caption("(a) H&E. In situ hybridization with antisense (b) and sense (c) probes.")
+    assert out["A"] == "H&E." and out["C"].startswith("sense")
+
+
+@pytest.mark.parametrize("unit", ["(A) arrows indicate cells; (B) asterisk marks nuclei. ", "A, B, C, ",
+                                  "((((a) b; c. D", "Arrows (red) in (A), (B) and (C) mark cells. "])
+def test_long_captions_do_not_stall(unit):
+    """Caption work was quadratic (16 KB of 'A, B, C, ' took 31 s to split, a 1 MB caption held a
+    shard's text job for minutes): a 64 KB caption now finishes within seconds, a longer one is
+    kept whole without splitting. The alarm only guards against a hang; speed is in
+    benchmarks/caption_scale.py."""
+    import signal
+
+    from panel2patch.text.stage import MAX_CAPTION_CHARS, caption_rows
+
+    def hang(*_):
+        raise TimeoutError("caption work did not finish in 60 s")
+
+    old = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(60)
+    try:
+        cap = unit * (64 * 1024 // len(unit))
+        subs, marks = caption_rows("f", cap, [])
+        assert len(subs) >= 1 and subs[0]["figure_id"] == "f"
+        huge = unit * (MAX_CAPTION_CHARS // len(unit) + 1)
+        subs, marks = caption_rows("g", huge, [])
+        assert [r["key"] for r in subs] == ["_shared"] and subs[0]["full_text"] == huge and marks == []
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

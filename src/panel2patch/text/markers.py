@@ -25,6 +25,9 @@ Rule based and deterministic.
 
 from __future__ import annotations
 
+import bisect
+import functools
+import itertools
 import re
 
 from .split import SHARED, _EXPR, _parse_expr, segment_caption
@@ -83,7 +86,7 @@ _VERB = (
 _RE_SUBJ_TAIL = re.compile(
     rf"\s*(?P<loc>(?:in|on|within|of)\s+(?:the\s+)?(?:(?:left|right|top|bottom|upper|lower|middle|"
     rf"central|corresponding|respective)\s+(?:and\s+)?)*(?:(?:panels?|images?|rows?|columns?|"
-    rf"micrographs?|pictures?|sections?|figures?)\s*)?(?P<labs>\(?{_EXPR}\)?(?:\s*(?:,|and|&)\s*\(?{_EXPR}\)?)*)?"
+    rf"micrographs?|pictures?|sections?|figures?)\s*)?(?P<labs>\(?{_EXPR}\)?(?:\s*(?:,|and|&)\s*\(?{_EXPR}\)?){{0,8}})?"
     rf"(?=\s))?\s*(?:\([^()]*\)\s*)?(?P<verb>{_VERB})(?![A-Za-z])\s*",
 )
 _PASSIVE = (
@@ -178,19 +181,50 @@ def _clean_phrase(s: str) -> str:
     return s.strip(" ,;:.")
 
 
+@functools.lru_cache(maxsize=8)
+def _index(text: str) -> tuple:
+    """Per caption, once: bracket balance before each position, sentence-break spans, and the
+    positions of '(' / ')' by the balance before them, so that the bounds below cost a bisection
+    instead of a scan of the caption (a 1 MB caption made the scans quadratic)."""
+    bal = [0, *itertools.accumulate(1 if ch == "(" else -1 if ch == ")" else 0 for ch in text)]
+    breaks = [(m.start(), m.end()) for m in _RE_SENT_END.finditer(text)]
+    opens: dict = {}
+    closes: dict = {}
+    for i, ch in enumerate(text):
+        if ch == "(":
+            opens.setdefault(bal[i], []).append(i)
+        elif ch == ")":
+            closes.setdefault(bal[i], []).append(i)
+    return bal, [s for s, _ in breaks], [e for _, e in breaks], opens, closes
+
+
+_WALK = 256  # sentence breaks inside brackets skipped before giving up (pathological captions)
+
+
 def _sentence_bounds(text: str, pos: int) -> tuple:
     """[start, end) of the sentence (or ';'-clause) around ``pos``; breaks inside brackets
     that do not hold ``pos`` are ignored."""
+    bal, starts, ends, _, _ = _index(text)
+    b = bal[pos]
     start = 0
-    for m in _RE_SENT_END.finditer(text, 0, pos):
-        between = text[m.end():pos]
-        if between.count("(") >= between.count(")"):
-            start = m.end()
+    k = pos  # a stop followed by nothing but spaces up to ``pos`` ends a sentence too
+    while k > 0 and text[k - 1].isspace():
+        k -= 1
+    t = bisect.bisect_right(ends, pos) - 1
+    if k > 0 and text[k - 1] in ".!?" and (t < 0 or ends[t] < k):
+        start, t = k, -1
+    for _ in range(_WALK):
+        if t < 0:
+            break
+        if bal[ends[t]] <= b:
+            start = ends[t]
+            break
+        t -= 1
     end = len(text)
-    for m in _RE_SENT_END.finditer(text, pos):
-        between = text[pos:m.start()]
-        if between.count("(") <= between.count(")"):
-            end = m.start() + (1 if text[m.start()] != ";" else 0)
+    t = bisect.bisect_left(starts, pos)
+    for t in range(t, min(t + _WALK, len(starts))):
+        if bal[starts[t]] <= b:
+            end = starts[t] + (1 if text[starts[t]] != ";" else 0)
             break
     return start, end
 
@@ -294,31 +328,12 @@ def _forward_phrase(text: str, start: int, hard_end: int, max_words: int = 30) -
 
 def _paren_bounds(text: str, pos: int) -> tuple | None:
     """(open, close) of the innermost parenthesis holding ``pos``, if any."""
-    depth = 0
-    i = pos - 1
-    while i >= 0:
-        ch = text[i]
-        if ch == ")":
-            depth += 1
-        elif ch == "(":
-            if depth == 0:
-                break
-            depth -= 1
-        i -= 1
-    if i < 0:
-        return None
-    depth = 0
-    j = pos
-    while j < len(text):
-        ch = text[j]
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            if depth == 0:
-                return i, j
-            depth -= 1
-        j += 1
-    return None
+    bal, _, _, opens, closes = _index(text)
+    before = opens.get(bal[pos] - 1, [])
+    i = bisect.bisect_left(before, pos) - 1
+    after = closes.get(bal[pos], [])
+    j = bisect.bisect_left(after, pos)
+    return (before[i], after[j]) if i >= 0 and j < len(after) else None
 
 
 def _subject_start_ok(text: str, start: int, floor: int) -> bool:
@@ -341,7 +356,7 @@ def find_marker_phrases(caption: str, subcaptions: dict | None = None) -> list:
         return []
     seg = segment_caption(text) if subcaptions is None else None
     found: list = []
-    used: list = []  # spans of marker words already explained
+    used = bytearray(len(text) + 1)  # 1 where a marker word was already explained
 
     def add(mtype, colour, count, labels, phrase, span, where):
         if not phrase or not _RE_CONTENT_WORD.search(_RE_NOT_CONTENT.sub(" ", phrase)):
@@ -350,10 +365,9 @@ def find_marker_phrases(caption: str, subcaptions: dict | None = None) -> list:
             s0, s1 = _sentence_bounds(text, span[0])
             if _RE_STATS.search(text[s0:s1]):
                 return  # significance stars
-        for s, e in used:
-            if s <= span[0] < e:
-                return
-        used.append(tuple(span))
+        if used[span[0]]:
+            return
+        used[span[0]:span[1]] = b"\x01" * (span[1] - span[0])
         found.append({
             "type": mtype, "colour": colour, "count": count, "labels": labels, "phrase": phrase,
             "span": [span[0], span[1]],
@@ -406,7 +420,7 @@ def find_marker_phrases(caption: str, subcaptions: dict | None = None) -> list:
 
     # 2. passive frame: '<phrase> (is) indicated by (the) arrows [in B]'
     for m in mnps:
-        if any(s <= m.start("noun") < e for s, e in used):
+        if used[m.start("noun")]:
             continue
         pre = text[max(0, m.start() - 60):m.start()]
         pm = _RE_PASSIVE.search(pre)
@@ -423,14 +437,14 @@ def find_marker_phrases(caption: str, subcaptions: dict | None = None) -> list:
         if pm.group("pverb").lower() in _SPATIAL_PASSIVE and phrase:
             phrase = _clean_phrase(phrase + " " + text[vstart:m.end()])
         after = text[m.end():m.end() + 40]
-        lm = re.match(rf"\s*(?:in|on)\s+(?:panels?\s+)?(?P<labs>\(?{_EXPR}\)?(?:\s*(?:,|and|&|,\s*and)\s*\(?{_EXPR}\)?)*)(?![A-Za-z])", after)
+        lm = re.match(rf"\s*(?:in|on)\s+(?:panels?\s+)?(?P<labs>\(?{_EXPR}\)?(?:\s*(?:,|and|&|,\s*and)\s*\(?{_EXPR}\)?){{0,8}})(?![A-Za-z])", after)
         labs = _labels_from_text(lm.group("labs")) if lm else []
         add(_noun_type(m), _colour_of(m.group("mods"), after), _count_of(m.group("det"), m.group("noun")),
             labs, phrase, (m.start("noun"), m.end()), "passive")
 
     # 3. parenthetical: '<phrase> (black arrows)', '(F; arrow)', '(arrows in A)', definitions
     for m in mnps:
-        if any(s <= m.start("noun") < e for s, e in used):
+        if used[m.start("noun")]:
             continue
         par = _paren_bounds(text, m.start())
         if not par:
@@ -469,7 +483,7 @@ def find_marker_phrases(caption: str, subcaptions: dict | None = None) -> list:
 
     # 4. remaining marker words in running text ('with an arrow', 'the boxed area in A')
     for m in mnps:
-        if any(s <= m.start("noun") < e for s, e in used):
+        if used[m.start("noun")]:
             continue
         t = _noun_type(m)
         noun = m.group("noun").lower()
@@ -531,13 +545,15 @@ def find_marker_phrases(caption: str, subcaptions: dict | None = None) -> list:
             (m.start("sym"), m.end("sym")), "symbol")
 
     found.sort(key=lambda d: d["span"][0])
+    flat = {k: re.sub(r"\s+", " ", v or "") for k, v in (subcaptions or {}).items()}
     for d in found:
         if not d["labels"]:
-            d["labels"] = _labels_for(text, d["span"], seg, subcaptions)
+            d["labels"] = _labels_for(text, d["span"], seg, flat)
     return found
 
 
 def _labels_for(text: str, span: list, seg, subcaptions: dict | None) -> list:
+    """``subcaptions`` with runs of white space made one space."""
     if seg is not None:
         # a marker note after the last panel's text ('(C) ... Arrows indicate X.') is shared like
         # the split shares it (seg.trailing); giving it to the last panel helped the tuned labels
@@ -553,7 +569,7 @@ def _labels_for(text: str, span: list, seg, subcaptions: dict | None) -> list:
         needle = re.sub(r"\s+", " ", text[lo:hi]).strip()
         if not needle:
             continue
-        hits = [k for k in keys if needle in re.sub(r"\s+", " ", subcaptions.get(k) or "")]
+        hits = [k for k in keys if needle in subcaptions[k]]
         if hits:
             return [] if len(hits) == len(keys) else hits
     return []

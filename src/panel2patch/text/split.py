@@ -23,6 +23,7 @@ text, by a set of labels, or by nobody (the markers themselves), see :func:`segm
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass, field
 
@@ -42,7 +43,7 @@ _ITEM = r"(?:[ivx]{2,5}|[IVX]{2,5}|[A-Za-z])(?![A-Za-z0-9])"
 _RANGE_SEP = r"(?:-|–|—|~|−|\bto\b|\bthrough\b)"
 _LIST_SEP = r"(?:,\s*and\b|,\s*&|,|&|/|\band\b|\bor\b)"
 _SEP = rf"\s*(?:{_RANGE_SEP}|{_LIST_SEP})\s*"
-_EXPR = rf"{_ITEM}(?:{_SEP}{_ITEM})*"
+_EXPR = rf"{_ITEM}(?:{_SEP}{_ITEM}){{0,25}}"  # bounded: linear-time matching on any caption
 _PANEL_WORD = r"(?:[Pp]anels?\s+|PANELS?\s+)?"
 
 _RE_ITEM_SPLIT = re.compile(rf"({_ITEM})|({_RANGE_SEP})|({_LIST_SEP})")
@@ -65,6 +66,8 @@ _RE_PHEAD = re.compile(
     rf"(?<![^\s.;:!?(])(?:In\s+|in\s+)?(?:[Pp]anels?|PANELS?)\s+(?P<expr>{_EXPR})(?=\s+[A-Za-z(])"
 )
 _RE_PWORD = re.compile(rf"(?<![A-Za-z])(?:[Pp]anels?)\s+(?P<expr>{_EXPR})(?![:)])")
+# 'b, c Optical images ...', 'd–f SEM images ...' (Nature style): a group of letters opening a sentence
+_RE_LEAD = re.compile(rf"(?<![^\s.;:!?])(?P<expr>{_ITEM}(?:{_SEP}{_ITEM}){{1,25}})\s+(?=[A-Z0-9(])")
 _RE_BARE = re.compile(r"(?<![^\s.;:!?,])(?P<expr>[A-Za-z])\s+(?=(?P<next>[A-Za-z0-9(]))")
 
 _POS_WORD = r"(?:top|bottom|upper|lower|middle|centre|center|left|right)"
@@ -361,6 +364,7 @@ def _regex_candidates(text: str, depth: list) -> list:
     for regex, chars, top_level, zero_width, kind in (
         (_RE_COLON, ".;:!?)(", False, False, "colon"),
         (_RE_COMMA, ".;:!?", True, False, "comma"),
+        (_RE_LEAD, ".!?", True, False, "lead"),
         (_RE_PHEAD, ".;:!?", True, True, "phead"),  # zero width: 'Panel A shows ...' stays A's text
     ):
         for m in regex.finditer(text):
@@ -460,6 +464,13 @@ def _resolve_labels(cands: list) -> tuple:
                 if pred in cased_letters or (t.lower() == "i" and chr(ord(t) - 2) in cased_letters):
                     cased_letters.add(t)
     run = letter_run(cased_letters)
+    if cased_letters and (not run or run[0] != "A") and any(c.style == "lead" for c in strong):
+        # 'a Polarization ... b Power ... c, d Discharge ...': the strong letters start at 'c'; the
+        # single letters opening the sentences before them start the run
+        bare_cased = {c.tokens[0][0] for c in cands if c.style == "bare" and case_ok(c.tokens[0][0])}
+        run2 = letter_run(cased_letters | bare_cased)
+        if len(run2) > len(run) and set(run2) & {t.upper() for t in cased_letters}:
+            run = run2
 
     mode = "letter"
     if roman_multi and len(run) < 2:
@@ -515,6 +526,7 @@ def _resolve_labels(cands: list) -> tuple:
             for k in c.labels:
                 covered.setdefault(k, c.start)
     bare = sorted((c for c in cands if c.style == "bare"), key=lambda c: c.start)
+    has_lead = any(c.style == "lead" and c.labels for c in cands)
     accepted: dict = {}
     for c in bare:
         c.labels = ()
@@ -523,11 +535,13 @@ def _resolve_labels(cands: list) -> tuple:
         if not case_ok(t):
             continue
         k = t.upper()
-        if k in covered or k in accepted:
-            continue
+        if k in accepted or (k in covered and (covered[k] < c.start or not has_lead)):
+            continue  # (with sentence-opening groups, a later '(f)' is a citation, not f's marker)
         if k == "A":
-            # must be followed by a bare 'b'; keep the last 'a' before the first such 'b'
+            # must be followed by a bare 'b' (or a leading group 'b, c'); keep the last 'a' before it
             nxt = [b for b in bare if b.start > c.start and b.tokens[0][0] == chr(ord(t) + 1)]
+            nxt += [x for x in cands if x.style == "lead" and x.start > c.start and "B" in x.labels]
+            nxt.sort(key=lambda b: b.start)
             if not nxt:
                 continue
             later_a = [b for b in bare if c.start < b.start < nxt[0].start and b.tokens[0][0] == t]
@@ -629,9 +643,16 @@ def _assign_roles(text: str, markers: list, sent_starts: list, start0: int) -> N
         else:
             m.role = "post_word"
     # '(A) ... tissue (B) Schematic of ...': a full stop missing before the next letter in sequence
+    # '(A) control (B) treated (C) merged.': no punctuation at all, the next letter in sequence
+    # between plain words (not 'in (B)', 'and (B)', '(B) and') opens that letter's text too
     pres = [m for m in markers if m.role == "pre"]
+    no_post = not any(m.role == "post" for m in markers)
     for m in markers:
-        if m.role != "post_word" or not pres or not re.match(r"\s*[A-Z]", text[m.end:]):
+        if m.role != "post_word" or not pres:
+            continue
+        if not (re.match(r"\s*[A-Z]", text[m.end:]) or (
+                no_post and m.style == "paren" and _prev_token(text, m.start) not in _CONJ | _PREP_CITE
+                and (re.findall(r"[\w/]+|[,;]", text[m.end:m.end + 20]) or [""])[0].lower() not in _CONJ)):
             continue
         before = [p for p in pres if p.end <= m.start]
         after = [p for p in pres if p.start >= m.end]
@@ -639,6 +660,7 @@ def _assign_roles(text: str, markers: list, sent_starts: list, start0: int) -> N
             not after or _succ(m.labels[-1]) == after[0].labels[0]
         ):
             m.role = "pre"
+            pres = sorted(pres + [m], key=lambda p: p.start)
     # inline enumerations: 'Location of (A) the tumour; and (B) the adenocarcinoma', or
     # '(a) an unstained image ... while (b) the stained one' -- but not '(C)-(E) ... a total of
     # (C) 3, (D) 9 and (E) 27 cells', where the letters belong to the current block already
@@ -697,14 +719,27 @@ def _merge_groups(text: str, markers: list) -> list:
 
 
 def _dedupe(cands: list) -> list:
-    prio = {"paren": 0, "pos": 0, "close": 1, "colon": 2, "dot": 3, "comma": 4, "phead": 5, "pword": 6, "bare": 7}
+    prio = {"paren": 0, "pos": 0, "close": 1, "colon": 2, "dot": 3, "lead": 4, "comma": 5, "phead": 6,
+            "pword": 7, "bare": 8}
     kept: list = []
+    n = max((c.end for c in cands), default=0) + 13
+    owner = [0] * n  # per character: 1 + index of the kept marker covering it, 0 if none
+    point = bytearray(n)  # zero-width kept markers
+    near = bytearray(n)  # up to 12 characters after a kept marker that is not a 'phead'
     for c in sorted(cands, key=lambda c: (prio[c.style], c.start)):
-        if any(c.start < k.end and k.start < c.end for k in kept):
+        if c.start == c.end:
+            if 0 < c.start and owner[c.start] and owner[c.start - 1] == owner[c.start]:
+                continue  # strictly inside a kept marker
+        elif any(owner[c.start:c.end]) or any(point[c.start + 1:c.end]):
             continue
-        if c.style == "phead" and any(k.start <= c.start < k.end + 12 and k.style != "phead" for k in kept):
+        if c.style == "phead" and near[c.start]:
             continue
         kept.append(c)
+        owner[c.start:c.end] = [len(kept)] * (c.end - c.start)
+        if c.start == c.end:
+            point[c.start] = 1
+        if c.style != "phead":
+            near[c.start:c.end + 12] = b"\x01" * (c.end + 12 - c.start)
     return sorted(kept, key=lambda c: c.start)
 
 
@@ -712,8 +747,10 @@ def _is_note(sentence: str) -> bool:
     return bool(_RE_NOTE_START.match(sentence) or _RE_NOTE_ANY.search(sentence))
 
 
-def _first_words(s: str, n: int = 2) -> str:
-    return " ".join(re.findall(r"[a-z0-9]+", s.lower())[:n])
+def _first_words(s: str, n: int = 2, start: int = 0, end: int | None = None) -> str:
+    """The first ``n`` words of ``s[start:end]``, lower-cased (only its head is read)."""
+    end = len(s) if end is None else end
+    return " ".join(re.findall(r"[a-z0-9]+", s[start:min(end, start + 400)].lower())[:n])
 
 
 def segment_caption(caption: str) -> Segmentation:
@@ -778,6 +815,7 @@ def segment_caption(caption: str) -> Segmentation:
             owner[bs:be] = [lab] * (be - bs)
 
     # lead-ins: 'Bladder sections are derived from F) normal, G) grade II' -> F, G share the lead-in
+    pre_starts = [m.start for m in pre]  # sorted
     seen_sent: set = set()
     for m in pre:
         si = _sent_index(sent_starts, m.start)
@@ -789,17 +827,23 @@ def segment_caption(caption: str) -> Segmentation:
         lead = text[s0:m.start].rstrip()
         if not lead or not (lead[-1] == ":" or lead[-1].isalnum()) or m.squashed:
             continue
-        union = frozenset(k for p in pre if s0 <= p.start < s1 for k in p.labels)
+        union = frozenset(k for p in pre[bisect.bisect_left(pre_starts, s0):bisect.bisect_left(pre_starts, s1)]
+                          for k in p.labels)
         for i in range(s0, m.start):
             if owner[i] is not False:
                 owner[i] = union
 
     pre_labels = {k for m in pre for k in m.labels}
+    # a Nature-style group ('c–e SEM images of BM (c), PM (d) and SMNp (e)') keeps its whole text
+    # for every letter it names when the letters inside name one panel each: they only qualify it
+    lead_blocks = {m.end for m in pre if m.style == "lead" and frozenset(m.labels) != frozenset(keys)}
     # post-positioned letters inside each block
+    m_starts = [m.start for m in markers]  # sorted
     for bi, (bs, be, lab) in enumerate(blocks):
         if be <= bs:
             continue
-        in_block = [m for m in markers if bs <= m.start < be and m.role in ("post", "post_word", "cite")]
+        in_block = [m for m in markers[bisect.bisect_left(m_starts, bs):bisect.bisect_left(m_starts, be)]
+                    if m.role in ("post", "post_word", "cite")]
         by_sent: dict = {}
         for m in in_block:
             by_sent.setdefault(_sent_index(sent_starts, m.start), []).append(m)
@@ -813,7 +857,8 @@ def segment_caption(caption: str) -> Segmentation:
             else:
                 inside = [m for m in ms if frozenset(m.labels) < lab and m.role in ("post", "post_word")]
                 orphans = [m for m in ms if not set(m.labels) & pre_labels and m.role in ("post", "post_word")]
-                if inside and any(m.role == "post" for m in inside):
+                if inside and any(m.role == "post" for m in inside) and not (
+                        bs in lead_blocks and all(len(m.labels) == 1 for m in inside)):
                     applied, kind = inside, "inside"
                 elif orphans and not inside:
                     applied, kind = orphans, "orphan"
@@ -869,16 +914,16 @@ def segment_caption(caption: str) -> Segmentation:
         idx = [i for i, s in enumerate(sent_starts) if bs < s < be]
         other_firsts = set()
         for obs, obe, olab in blocks[1:-1]:
-            other_firsts.add(_first_words(text[obs:obe]))
-            for s in sent_starts:
-                if obs < s < obe:
-                    other_firsts.add(_first_words(text[s:obe]))
+            other_firsts.add(_first_words(text, start=obs, end=obe))
+            for s in sent_starts[bisect.bisect_right(sent_starts, obs):bisect.bisect_left(sent_starts, obe)]:
+                other_firsts.add(_first_words(text, start=s, end=obe))
         shared_from = None
         for si in idx:
             s_start = sent_starts[si]
             s1 = sent_starts[si + 1] if si + 1 < len(sent_starts) else be
             sent = text[s_start:s1]
-            cited = {k for m in markers if s_start <= m.start < s1 and m.role != "pre" for k in m.labels}
+            cited = {k for m in markers[bisect.bisect_left(m_starts, s_start):bisect.bisect_left(m_starts, s1)]
+                     if m.role != "pre" for k in m.labels}
             note_kw = _is_note(sent)
             note = note_kw and _first_words(sent) not in other_firsts
             if cited and not cited & lab and not note_kw:

@@ -36,8 +36,19 @@ MARKERS = pa.schema([("figure_id", pa.string()), ("marker_index", pa.int32()), (
                      ("phrase", pa.string())])
 
 
+# Caption work is linear in length, but a caption this long is no real caption (PMC's longest
+# are ~10,000 characters): it is kept whole as the figure's text, not split (``captions_too_long``).
+MAX_CAPTION_CHARS = 100_000
+
+
 def caption_rows(figure_id: str, caption: str, inline_refs) -> tuple[list[dict], list[dict]]:
     """Subcaption and marker rows of one figure."""
+    if len(caption or "") > MAX_CAPTION_CHARS:
+        log.warning("%s: caption of %d characters > %d: kept whole, not split", figure_id, len(caption),
+                    MAX_CAPTION_CHARS)
+        return [{"figure_id": figure_id, "key": "_shared", "text": caption, "full_text": caption,
+                 "inline_refs": [r["sentence"] for r in (inline_refs if inline_refs is not None else [])
+                                 if len(r["panels"]) == 0]}], []
     subs = split_caption(caption or "")
     shared = subs.get("_shared", "")
     refs = list(inline_refs) if inline_refs is not None else []
@@ -74,7 +85,9 @@ def run_text_shard(figures: str | Path, out_dir: str | Path, shard: str, results
         write_table(subs, SUBCAPTIONS, paths["subcaptions"])
         write_table(marks, MARKERS, paths["markers"])
         n_split = sum(1 for f in {r["figure_id"] for r in subs if r["key"] != "_shared"})
-        stats = {"figures": len(figs), "figures_split": n_split, "subcaptions": sum(r["key"] != "_shared" for r in subs),
+        stats = {"figures": len(figs), "figures_split": n_split,
+                 "captions_too_long": int((figs["caption"].fillna("").str.len() > MAX_CAPTION_CHARS).sum()),
+                 "subcaptions": sum(r["key"] != "_shared" for r in subs),
                  "marker_phrases": len(marks), "seconds": round(time.perf_counter() - t0, 3)}
         run.log_metrics(stats)
         run.log_outputs(paths)
