@@ -435,3 +435,27 @@ def test_flat_columns_of_one_picture_are_not_separators(shared_data):
     two[:, 426:] = _picture(360, 420, 5)
     boxes = [p["bbox"] for p in parse_figure(Image.fromarray(two))["panels"]]
     assert len(boxes) == 2 and boxes[0][2] <= 424 <= boxes[1][0]
+
+
+def test_diagram_figures_and_partial_frames_on_real_pdf_figures(shared_data, tmp_path):
+    """Three tune figures of the evaluation set (eLife PDFs, rendered as ingest renders them):
+    a figure frame whose outermost column is only the anti-aliased edge of the line (it hid every
+    horizontal gutter, so letter C's two plots were cut apart), a circuit diagram whose box edges
+    crossed by wires were taken for separator lines, and a flow chart whose framed text box was
+    taken for a panel of its own."""
+    from conftest import load_benchmark
+
+    from panel2patch.layout.cli import process_image
+
+    ev = load_benchmark("evalset")
+    recs = {r["id"]: r for r in ev.load(shared_data)}
+    got = {}
+    for rid in ("elife_15600_Figure_1", "elife_19532_p44", "elife_19532_p35"):
+        path = tmp_path / f"{rid}.png"
+        ev.render(recs[rid]["image"], shared_data).save(path)
+        got[rid] = process_image(str(path))["panels"]
+    assert [p["label"] for p in got["elife_15600_Figure_1"]] == ["A", "B", "C", "D"]
+    c = got["elife_15600_Figure_1"][2]["bbox"]
+    assert c[0] < 40 and c[2] > 720  # C holds both of its plots
+    for rid in ("elife_19532_p44", "elife_19532_p35"):
+        assert len(got[rid]) == 1, rid

@@ -139,10 +139,14 @@ def _frame_depth(lines: np.ndarray, max_depth: int) -> int:
     for i in range(min(max_depth, len(lines) - 1)):
         line = lines[i].astype(np.int16)
         med = median1d(line)
-        if med < 160 and np.mean(np.abs(line - med) < 30) >= 0.9:
-            depth = i + 1
-        else:
+        if np.mean(np.abs(line - med) < 30) < 0.9:
             break
+        if med < 160:
+            depth = i + 1
+        elif depth:
+            break
+        # else a uniform light line outside the frame (the anti-aliased edge of a rendered PDF
+        # frame): look one line further in
     if depth and median1d(lines[depth]) < 200:
         return 0
     return depth
@@ -350,9 +354,26 @@ def _find_line_flags(canvas: Canvas, box: Box, axis: int) -> np.ndarray:
         # Split a run where its colour changes (a grey separator beside a black image border).
         cuts = [s] + (np.flatnonzero(np.abs(np.diff(mean[s:e])) > 40) + (s + 1)).tolist() + [e]
         for a, b in zip(cuts, cuts[1:]):
-            if b - a <= max_thick and _stands_out(gray, axis, a, b):
+            if b - a <= max_thick and _stands_out(gray, axis, a, b) and not _crossed(fg, axis, a, b):
                 out[a:b] = True
     return out
+
+
+def _crossed(fg: np.ndarray, axis: int, a: int, b: int, max_stroke: int = 3, max_crossings: int = 2) -> bool:
+    """Do thin strokes cross the band [a, b) of rows (axis=0) / columns (axis=1), continuing on
+    both sides of it (wires crossing the edge of a box in a diagram)? A line between panels is
+    touched from both sides only where pictures meet it, over long stretches, not by thin strokes."""
+    f = fg if axis == 0 else fg.T
+    if a < 1 or b >= f.shape[0]:
+        return False
+    both = f[a - 1] & f[b]
+    n = 0
+    for s, e in _runs(both):
+        if e - s <= max_stroke:
+            n += 1
+            if n > max_crossings:
+                return True
+    return False
 
 
 def _stands_out(gray: np.ndarray, axis: int, a: int, b: int, diff: float = 20.0, share: float = 0.5) -> bool:
@@ -651,11 +672,24 @@ def _major(canvas: Canvas, box: Box) -> bool:
     if x2 - x1 < need_w or y2 - y1 < need_h:
         return False
     sub = canvas.fg[y1:y2, x1:x2]
-    n, _, st, _ = components(sub)
+    n, lab, st, _ = components(sub)
     if n <= 1:
         return False
-    st = st[1:]
-    return bool(((st[:, 2] >= need_w) & (st[:, 3] >= need_h)).any())
+    big = np.flatnonzero((st[1:, 2] >= need_w) & (st[1:, 3] >= need_h)) + 1
+    return any(not _text_box(sub, lab, st, i, th) for i in big)
+
+
+def _text_box(sub: np.ndarray, lab: np.ndarray, st: np.ndarray, i: int, th: float) -> bool:
+    """Is component ``i`` a drawn box (a thin outline) holding nothing but a few lines of text
+    (a flow-chart box, a framed label)? Such a box is no panel of its own."""
+    x, y, w, h, area = (int(v) for v in st[i])
+    if h > 6 * th or area > 0.25 * w * h:
+        return False
+    inner = sub[y:y + h, x:x + w] & (lab[y:y + h, x:x + w] != i)
+    if not inner.any():
+        return False
+    n, _, ist, _ = components(inner)
+    return bool((ist[1:, 3] <= 1.5 * th).all())
 
 
 def split_unlabelled(canvas: Canvas, proposals: list[Box] | None = None) -> list[Region]:
