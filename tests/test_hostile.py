@@ -1,0 +1,61 @@
+"""Hostile and unusual input (issue #17), generated here, never downloaded: each bad item gets a
+clear skip or error record, and the good items beside it are kept. Seconds, not minutes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from panel2patch.ingest import discover_units, ingest_paths
+
+ARTICLE = """<?xml version="1.0" encoding="{enc}"?>
+<article xmlns:xlink="http://www.w3.org/1999/xlink"><front><article-meta>
+<article-id pub-id-type="pmc">{pmc}</article-id>
+<permissions><license xlink:href="http://creativecommons.org/licenses/by/4.0/"/></permissions>
+</article-meta></front><body>{figs}</body></article>"""
+FIG = '<fig id="{id}"><label>Figure {n}</label><caption><p>{caption}</p></caption><graphic xlink:href="{href}"/></fig>'
+
+
+def article(folder: Path, pmc: str, figs: list[tuple[str, str]], enc: str = "utf-8", name: str | None = None) -> Path:
+    """A JATS file ``<folder>/<pmc>.nxml`` (or ``name``) with figures (id, href), encoded ``enc``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    body = "".join(FIG.format(id=i, n=n, caption=f"Figure {n} of {pmc}, a caption.", href=h)
+                   for n, (i, h) in enumerate(figs, start=1))
+    path = folder / (name or f"{pmc}.nxml")
+    path.write_bytes(ARTICLE.format(enc=enc.upper(), pmc=pmc, figs=body).encode(enc))
+    return path
+
+
+def png(path: Path, size=(120, 90), seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rgb = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(path)
+    return path
+
+
+def ingest(paths, out: Path, **cfg) -> tuple[pd.DataFrame, pd.DataFrame]:
+    ingest_paths(paths, out, shard="shard-00000", cfg=cfg or None, progress=False)
+    return pd.read_parquet(out / "figures.parquet"), pd.read_parquet(out / "skips.parquet")
+
+
+# --------------------------------------------------------------------------------------- ingest
+def test_max_image_pixels_above_pils_own_limit_is_honoured(tmp_path, monkeypatch):
+    # PIL's default limit (89,478,485 pixels) stood in for by a small one, so the images stay small
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)
+    inp = tmp_path / "in"
+    article(inp, "PMC8", [("f1", "big.png"), ("f2", "huge.png")])
+    png(inp / "big.png", (300, 200))  # 60,000 px: 6x PIL's limit, under the configured one
+    png(inp / "huge.png", (400, 400))  # 160,000 px: over the configured limit
+    figs, skips = ingest([inp], tmp_path / "out", max_image_pixels=100_000)
+    assert list(figs.figure_id) == ["PMC8__f1"] and (figs.width[0], figs.height[0]) == (300, 200)
+    assert skips[["figure_key", "reason"]].values.tolist() == [["f2", "decompression-bomb"]]
+    assert "limit of 100000 pixels" in skips.detail[0]
+    assert Image.MAX_IMAGE_PIXELS == 10_000  # put back
