@@ -59,3 +59,22 @@ def test_max_image_pixels_above_pils_own_limit_is_honoured(tmp_path, monkeypatch
     assert skips[["figure_key", "reason"]].values.tolist() == [["f2", "decompression-bomb"]]
     assert "limit of 100000 pixels" in skips.detail[0]
     assert Image.MAX_IMAGE_PIXELS == 10_000  # put back
+
+
+@pytest.mark.parametrize("enc", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_utf16_article_in_a_folder_walk_is_read(tmp_path, enc):
+    inp = tmp_path / "in"
+    article(inp / "a", "PMC6", [("f1", "fig1.png")], enc=enc, name="article.xml")  # .xml: sniffed, not assumed
+    png(inp / "a" / "fig1.png")
+    assert [u.kind for u in discover_units([inp])] == ["jats"]
+    figs, skips = ingest([inp], tmp_path / "out")
+    assert list(figs.figure_id) == ["PMC6__f1"] and skips.empty
+
+
+def test_an_article_lxml_cannot_decode_is_a_skip_not_silently_absent(tmp_path):
+    inp = tmp_path / "in"
+    article(inp / "a", "PMC7", [("f1", "fig1.png")], enc="utf-32", name="article.xml")
+    png(inp / "a" / "fig1.png")
+    (inp / "a" / "manifest.xml").write_text('<dar><document type="article" path="article.xml"/></dar>')
+    figs, skips = ingest([inp], tmp_path / "out")
+    assert figs.empty and list(skips.reason) == ["malformed-xml"] and skips.source_path[0].endswith("article.xml")
