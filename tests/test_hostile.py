@@ -78,3 +78,14 @@ def test_an_article_lxml_cannot_decode_is_a_skip_not_silently_absent(tmp_path):
     (inp / "a" / "manifest.xml").write_text('<dar><document type="article" path="article.xml"/></dar>')
     figs, skips = ingest([inp], tmp_path / "out")
     assert figs.empty and list(skips.reason) == ["malformed-xml"] and skips.source_path[0].endswith("article.xml")
+
+
+def test_a_missing_figure_is_not_taken_from_a_neighbouring_article(tmp_path):
+    # A.nxml's fig1.png is missing; the article in the sub-folder B/ has its own fig1.png
+    inp = tmp_path / "in"
+    article(inp, "PMC1", [("f1", "fig1.png")])
+    article(inp / "B", "PMC2", [("f1", "fig1.png")])
+    png(inp / "B" / "fig1.png")
+    figs, skips = ingest([inp], tmp_path / "out")
+    assert list(figs.figure_id) == ["PMC2__f1"] and list(figs.source_path) == [str(inp / "B" / "PMC2.nxml")]
+    assert skips[["article_id", "figure_key", "reason"]].values.tolist() == [["PMC1", "f1", "missing-image"]]
