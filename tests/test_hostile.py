@@ -89,3 +89,27 @@ def test_a_missing_figure_is_not_taken_from_a_neighbouring_article(tmp_path):
     figs, skips = ingest([inp], tmp_path / "out")
     assert list(figs.figure_id) == ["PMC2__f1"] and list(figs.source_path) == [str(inp / "B" / "PMC2.nxml")]
     assert skips[["article_id", "figure_key", "reason"]].values.tolist() == [["PMC1", "f1", "missing-image"]]
+
+
+def test_symlinks_in_input_folders_are_refused_not_followed(tmp_path):
+    outside = tmp_path / "outside"
+    png(outside / "secret.png", seed=1)
+    article(outside / "E", "PMC5", [("f1", "e.png")])
+    png(outside / "E" / "e.png", seed=2)
+    linked = article(outside, "PMC4", [])
+    inp = tmp_path / "in"
+    article(inp / "C", "PMC3", [("f1", "good.png"), ("f2", "link.png")])
+    png(inp / "C" / "good.png", seed=3)
+    (inp / "C" / "link.png").symlink_to(outside / "secret.png")  # a figure file pointing out of the tree
+    (inp / "D.nxml").symlink_to(linked)  # an article file pointing out of the tree
+    (inp / "E").symlink_to(outside / "E", target_is_directory=True)  # an article folder elsewhere
+    (inp / "gone.pdf").symlink_to(tmp_path / "nowhere.pdf")  # dangling
+    figs, skips = ingest([inp], tmp_path / "out")
+    assert list(figs.figure_id) == ["PMC3__f1"]
+    links = skips[skips.reason == "symlink"]
+    assert sorted(links.figure_key.fillna("-")) == ["-", "-", "-", "f2"]
+    assert {Path(p).name for p in links.source_path} == {"PMC3.nxml", "D.nxml", "E", "gone.pdf"}
+    assert set(skips.reason) == {"symlink"} and all(links.detail.str.contains("symbolic link"))
+    # a path named explicitly is the user's choice: it is read even when it is a link
+    figs, _ = ingest([inp / "E"], tmp_path / "out2")
+    assert list(figs.figure_id) == ["PMC5__f1"]

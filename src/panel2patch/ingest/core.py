@@ -83,10 +83,11 @@ class ShardWriter:
 def _image_index(root: Path, recursive: bool) -> dict[str, list[Path]]:
     """Lower-case file name and stem -> files of ``root`` (figure hrefs often omit the suffix): a
     package's whole tree (``recursive``), else only the article folder itself, never its
-    sub-folders (a same-named file there belongs to another article)."""
+    sub-folders (a same-named file there belongs to another article). Symbolic links are listed
+    too, so that a figure resolving to one is refused, not taken for missing."""
     index: dict[str, list[Path]] = {}
     for p in sorted(root.rglob("*") if recursive else root.iterdir()):
-        if p.is_file():
+        if p.is_symlink() or p.is_file():
             index.setdefault(p.name.lower(), []).append(p)
             if p.suffix.lower() in IMAGE_SUFFIXES:
                 index.setdefault(p.stem.lower(), []).append(p)
@@ -132,6 +133,9 @@ def _ingest_jats(xml: Path, image_root: Path, source: str, w: ShardWriter, cfg: 
         if src is None:
             hrefs = ", ".join(fig.graphics) or "no <graphic> element"
             w.skip(source, "missing-image", f"{fig.key}: graphic not found ({hrefs})", article_id, fig.key)
+            continue
+        if src.is_symlink():
+            w.skip(source, "symlink", f"{fig.key}: {src.name} is a symbolic link, not followed", article_id, fig.key)
             continue
         figure_id = w.unique_figure_id(article_id, fig.key)
         try:
@@ -238,6 +242,8 @@ def ingest_units(units: list[Unit], out_dir: str | Path, shard: str, cfg: dict |
                 _ingest_package(path, unit.path, w, cfg)
             elif unit.kind == "pdf":
                 _ingest_pdf(path, unit.path, w, cfg)
+            elif unit.kind == "link":
+                w.skip(unit.path, "symlink", f"{path.name}: a symbolic link inside an input folder, not followed")
             else:
                 w.skip(unit.path, "unsupported-input", f"{path.name}: not a JATS file, article folder, package or PDF")
         except Exception as exc:  # one bad article never kills the shard

@@ -64,6 +64,7 @@ SKIP_REASONS = {
     "unreadable-pdf": "the PDF could not be opened",
     "pdf-render-failed": "the PDF figure region could not be rendered",
     "unsupported-input": "the input is not a JATS file, article folder, package or PDF",
+    "symlink": "a symbolic link inside an input folder (an article, folder or figure file): never followed",
     "error": "an unexpected error (see detail)",
 }
 
