@@ -113,3 +113,32 @@ def test_symlinks_in_input_folders_are_refused_not_followed(tmp_path):
     # a path named explicitly is the user's choice: it is read even when it is a link
     figs, _ = ingest([inp / "E"], tmp_path / "out2")
     assert list(figs.figure_id) == ["PMC5__f1"]
+
+
+# ----------------------------------------------------------------------------------------- CLIs
+def _cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1] / "src"),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "panel2patch.cli", *args], input=stdin, capture_output=True,
+                          timeout=120, env=env)
+
+
+def test_split_caption_writes_an_error_record_per_bad_line_and_keeps_the_rest(tmp_path):
+    good = [{"id": 1, "caption": "(A) Cells. (B) Nuclei (arrows)."}, {"id": 5, "caption": "A, left. B, right."}]
+    lines = [b"\xef\xbb\xbf" + json.dumps(good[0]).encode(),  # a UTF-8 byte-order mark before line 1
+             b'{"id": 2, "caption": "\\ud800 (A) x. (B) y."}',  # a lone surrogate
+             b'{"id": 3, "caption": "caf\xe9 (A) x."}',  # Latin-1, not UTF-8
+             b"[" * 100_000,  # nested deeper than any parser's stack
+             json.dumps(good[1]).encode(), b"", b"  "]
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    proc = _cli("split-caption", "--in", str(src), "--out", str(tmp_path / "out.jsonl"))
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    out = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r.get("id") for r in out] == [1, None, None, None, 5]
+    assert [r.get("line") for r in out if "error" in r] == [2, 3, 4]
+    assert "surrogate" in out[1]["error"] and "UTF-8" in out[2]["error"] and "deeply" in out[3]["error"]
+    assert set(out[0]["subcaptions"]) >= {"A", "B"} and set(out[4]["subcaptions"]) >= {"A", "B"}
+    assert b"5 records, 3 errors" in proc.stderr
+    piped = _cli("split-caption", "--in", "-", "--out", "-", stdin=src.read_bytes())  # the same through pipes
+    assert piped.returncode == 0 and [json.loads(x) for x in piped.stdout.decode().splitlines()] == out
