@@ -142,3 +142,15 @@ def test_split_caption_writes_an_error_record_per_bad_line_and_keeps_the_rest(tm
     assert b"5 records, 3 errors" in proc.stderr
     piped = _cli("split-caption", "--in", "-", "--out", "-", stdin=src.read_bytes())  # the same through pipes
     assert piped.returncode == 0 and [json.loads(x) for x in piped.stdout.decode().splitlines()] == out
+
+
+# --------------------------------------------------------------------------------------- layout
+@pytest.mark.parametrize("size", [(1, 5000), (5000, 1), (3, 4000), (4001, 7)])
+def test_a_thin_figure_gets_a_panel_box_over_its_whole_size(size):
+    from panel2patch.layout.parse import parse_figure
+
+    img = Image.new("RGB", size, "white")
+    img.paste((20, 60, 200), (0, 0, size[0], size[1]))  # one solid panel, edge to edge
+    res = parse_figure(img, max_side=1000, kinds=False)
+    assert (res["width"], res["height"]) == size
+    assert [p["bbox"] for p in res["panels"]] == [[0, 0, *size]]
