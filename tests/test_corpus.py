@@ -316,3 +316,36 @@ def test_a_shard_without_figures_gives_empty_tables_not_a_crash(tmp_path):
     assert y["pairs"] == {"figure": 0, "panel": 0, "patch": 0} and y["per_figure"]["all"] == 0.0
     assert json.loads((results / "corpus" / "shards" / "sizes.json").read_text()) == {}
     assert check_corpus(results / "corpus") == ([], {"shards": 0, "pairs": 0, "articles": 0, "levels": {}})
+
+
+def test_the_same_article_in_two_shards_is_kept_once(results, tmp_path):
+    # elife-01222 three times: the sample's copy (shard-00000) and two more copies in a new shard,
+    # one of them a newer version by its file name; ids repeat across shards (and get -2 within one)
+    work = tmp_path / "results"
+    for shard in SHARDS:
+        shutil.copytree(results / shard, work / shard, ignore=shutil.ignore_patterns("corpus"))
+    src = SAMPLE / "elife-01222"
+    for name, xml in (("a", "elife-01222.xml"), ("b", "elife-01222-v2.xml")):
+        shutil.copytree(src, tmp_path / "dup" / name)
+        (tmp_path / "dup" / name / "elife-01222.xml").rename(tmp_path / "dup" / name / xml)
+    _stages(work, "shard-00002", [tmp_path / "dup"])
+    shards = [*SHARDS, "shard-00002"]
+    (work / "ingest").mkdir()
+    (work / "ingest" / "summary.json").write_text(json.dumps({"articles": 6, "figures": 10}))
+    run_corpus(_pair_tables_for(work, shards), work / "corpus", CFG, results_dir=work)
+    assert check_corpus(work / "corpus")[0] == []
+    pairs = pd.read_parquet(work / "corpus" / "pairs.parquet")
+    fig = pairs[(pairs.level == "figure") & (pairs.article_id == "10.7554/eLife.01222")]
+    newest = str(tmp_path / "dup" / "b" / "elife-01222-v2.xml")
+    assert sorted(fig.figure_id) == ["10.7554_eLife.01222__fig4", "10.7554_eLife.01222__fig4",
+                                     "10.7554_eLife.01222__fig4-2"]
+    assert fig[fig.keep].source_path.tolist() == [newest]
+    dropped = fig[~fig.keep]
+    assert set(dropped.drop_reason) == {"duplicate-article"} and set(dropped.drop_detail) == {f"copy of {newest} (shard-00002)"}
+    copies = pairs[pairs.source_path.isin(dropped.source_path)]
+    assert not copies.keep.any() and copies.tar.isna().all()
+    before = pd.read_parquet(results / "corpus" / "pairs.parquet")  # the corpus with one copy
+    assert pairs[pairs.source_path == newest].keep.sum() == before[before.article_id == "10.7554/eLife.01222"].keep.sum() > 1
+    page = write_report(work, shards, tmp_path / "report", n_figures=20).read_text()
+    assert "duplicate-article" in page and page.count("<h3>10.7554_eLife.01222__fig4 ") == 2
+

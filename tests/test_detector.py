@@ -197,6 +197,24 @@ def test_interrupted_training_resumes_to_the_same_weights(trained, tmp_path, mon
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_copied_in_checkpoint_cannot_run_code(tmp_path, monkeypatch):
+    import pickle
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv(tracking.PARENT_ENV, raising=False)
+    out = tmp_path / "panel_detector.pt"
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return open, (str(marker), "w")
+
+    torch.save({"config_hash": "x", "step": 2, "history": [Evil()]}, out.with_name(out.name + ".ckpt"))
+    with pytest.raises(pickle.UnpicklingError):
+        D.train_detector(TINY, out, progress=False, results_dir=tmp_path / "results")
+    assert not marker.exists() and not out.exists()
+
+
 def test_detect_returns_boxes_in_original_pixels(trained):
     _, out, _ = trained
     model = D.load_detector(out)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -223,6 +224,50 @@ def test_ds_config_batch_numbers_follow_run_config():
 
 
 # (d) srun -> torch.distributed variables
+class _Evil:
+    """Unpickling this creates ``marker``: stands in for a checkpoint that runs code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_resume_runs_no_code_from_a_copied_in_checkpoint(tmp_path):
+    from panel2patch.train.main import PlainEngine, lr_lambda, rng_state, set_rng_state, weights_only_loading
+
+    def engine():
+        torch.manual_seed(0)
+        model = torch.nn.Linear(3, 2)
+        opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+        return PlainEngine(model, opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(1, 10)), 1, 1.0, 1)
+
+    a = engine()
+    a.backward(a.module(torch.ones(4, 3)).sum())
+    a.step()
+    a.save_checkpoint(tmp_path / "ckpt", "step00000001", {"step": 1, "epoch": 0, "consumed": 1})
+    torch.save(rng_state(), tmp_path / "ckpt" / "step00000001" / "rng_rank0.pt")
+    b = engine()
+    with weights_only_loading():  # what main() resumes under: our own files load as before
+        _, client = b.load_checkpoint(tmp_path / "ckpt")
+        set_rng_state(torch.load(tmp_path / "ckpt" / "step00000001" / "rng_rank0.pt", weights_only=True))
+    assert client == {"step": 1, "epoch": 0, "consumed": 1} and b.micro_steps == 1
+    assert all(torch.equal(x, y) for x, y in zip(a.module.state_dict().values(), b.module.state_dict().values()))
+    assert b.optimizer.state_dict()["state"][0]["step"] == 1
+    # a checkpoint folder copied in from elsewhere: its pickles must not run, even when a loader
+    # inside (DeepSpeed's checkpoint engine) asks for weights_only=False
+    marker = tmp_path / "pwned"
+    torch.save({"module": {}, "client_state": _Evil(marker)}, tmp_path / "ckpt" / "step00000001" / "plain_state.pt")
+    torch.save({"torch": _Evil(marker)}, tmp_path / "evil_rng.pt")
+    with weights_only_loading():
+        with pytest.raises(pickle.UnpicklingError):
+            engine().load_checkpoint(tmp_path / "ckpt")
+        with pytest.raises(pickle.UnpicklingError):
+            torch.load(tmp_path / "evil_rng.pt", weights_only=False)
+    assert not marker.exists() and "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ
+
+
 def test_slurm_env_mapping(monkeypatch):
     fake = {"SLURM_PROCID": "3", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1",
             "SLURM_JOB_NODELIST": "gpu[003-004,017]", "SLURM_JOB_ID": "123456"}

@@ -200,7 +200,7 @@ def train(model: torch.nn.Module, ds, cfg: dict, out_path: str | Path, *, stage:
     step, history = 0, []
     chash = config_hash(cfg)
     if resume and ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # a copied-in file runs no code
         if state.get("config_hash") == chash:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])

@@ -20,8 +20,9 @@ wildcard_constraints:
 
 
 def shard_paths(wildcards):
-    """Input files of one shard (so Snakemake reruns a shard when one of its articles changes)."""
-    return [u.path for u in SHARDS[wildcards.shard]]
+    """Input files of one shard (so Snakemake reruns a shard when one of its articles changes);
+    links are skipped by ingest, never followed (a dangling one would stop Snakemake)."""
+    return [u.path for u in SHARDS[wildcards.shard] if u.kind != "link"]
 
 
 def shard_units(wildcards):

@@ -21,6 +21,9 @@ Drop reasons, in the order they are checked (the first that applies is recorded)
 - ``no-text``: no caption / subcaption / marker phrase to pair the image with
 - ``short-text``: the text has fewer than ``corpus.min_text_chars`` characters
 - ``parent-dropped``: the pair's figure (panel, for a patch) was dropped, so the levels always link
+- ``duplicate-article`` (corpus-wide, :mod:`panel2patch.corpus.select`): another copy of the same
+  article (same article id or DOI, another file, in this shard or another) was kept; one copy
+  per article is chosen once over the whole corpus (:func:`~.select.drop_duplicate_copies`)
 - ``near-duplicate`` (corpus-wide, :mod:`panel2patch.corpus.select`): pHash within
   ``corpus.dedupe_max_distance`` of an earlier pair of the same level from another figure (panels
   of one figure are often deliberately alike: before/after scans, matched plots)
@@ -68,6 +71,7 @@ PAIRS = pa.schema([
     ("licence", pa.string()), ("licence_code", pa.string()), ("licence_source", pa.string()),
     ("method", pa.string()), ("confidence", pa.float32()),
     ("keep", pa.bool_()), ("drop_reason", pa.string()), ("drop_detail", pa.string()), ("shard", pa.string()),
+    ("doi", pa.string()), ("source_path", pa.string()),  # the figure's article: DOI and ingested file
 ])
 
 
@@ -168,7 +172,7 @@ def shard_pairs(figures: pd.DataFrame, images_dir: Path, panels: pd.DataFrame, l
         lic, code, lic_src = resolve_licence(fig, licences or {})
         base = {"figure_id": fig.figure_id, "article_id": fig.article_id, "licence": lic, "licence_code": code,
                 "licence_source": lic_src, "shard": shard, "keep": True, "drop_reason": None, "drop_detail": None,
-                "inline_refs": []}
+                "inline_refs": [], "doi": fig.doi, "source_path": fig.source_path}
         frow = {**base, "pair_id": fig.figure_id, "level": "figure", "parent_id": None, "text": fig.caption,
                 "text_source": "caption", "image_path": str(images_dir.parent / fig.image_path),
                 "method": fig.method, "confidence": 1.0}

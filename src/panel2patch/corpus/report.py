@@ -123,15 +123,18 @@ def draw_figure(image_path: Path, panels: pd.DataFrame, markers: pd.DataFrame, p
     img.save(out, "JPEG", quality=85)
 
 
-def _of(df: pd.DataFrame, figure_id: str) -> pd.DataFrame:
-    return df[df.figure_id == figure_id] if len(df) else df
+def _of(df: pd.DataFrame, figure_id: str, shard: str) -> pd.DataFrame:
+    return df[(df.figure_id == figure_id) & (df.shard == shard)] if len(df) else df
 
 
-def pick_figures(pairs: pd.DataFrame, n: int) -> list[str]:
-    figs = pairs[pairs.level == "figure"].figure_id
-    n_panels = pairs[pairs.level == "panel"].groupby("figure_id").size()
-    n_patches = pairs[pairs.level == "patch"].groupby("figure_id").size()
-    return sorted(figs, key=lambda f: (-int(n_patches.get(f, 0) > 0), -int(n_panels.get(f, 0)), f))[:n]
+def pick_figures(pairs: pd.DataFrame, n: int) -> list[tuple[str, str]]:
+    """(figure_id, shard) of the figures to draw (a figure id is unique only within its shard: the
+    same article ingested twice has the same ids in two shards)."""
+    figs = pairs[pairs.level == "figure"]
+    n_panels = pairs[pairs.level == "panel"].groupby(["figure_id", "shard"]).size()
+    n_patches = pairs[pairs.level == "patch"].groupby(["figure_id", "shard"]).size()
+    return sorted(zip(figs.figure_id, figs.shard),
+                  key=lambda k: (-int(n_patches.get(k, 0) > 0), -int(n_panels.get(k, 0)), k))[:n]
 
 
 CSS = """body{font-family:sans-serif;margin:1.5em;max-width:1500px}table{border-collapse:collapse;margin:.5em 0}
@@ -194,9 +197,10 @@ def write_report(results_dir: str | Path, shards: list[str], out_dir: str | Path
     parts.append("<h2>Shards</h2>" + _table(list(manifest.columns.drop("path")), manifest.drop(columns="path").values.tolist()))
 
     # ------------------------------------------------------------------------------- histograms
-    n_pan = panels.groupby("figure_id").size().reindex(figures.figure_id, fill_value=0).tolist() if len(figures) else []
-    n_pat = (real_patches.groupby(["figure_id", "panel_index"]).size() if len(real_patches) else pd.Series(dtype=int))
-    per_panel = [int(n_pat.get((p.figure_id, p.panel_index), 0)) for p in panels.itertuples()] if len(panels) else []
+    fig_keys = pd.MultiIndex.from_frame(figures[["figure_id", "shard"]]) if len(figures) else None  # ids: per shard
+    n_pan = panels.groupby(["figure_id", "shard"]).size().reindex(fig_keys, fill_value=0).tolist() if len(figures) else []
+    n_pat = (real_patches.groupby(["figure_id", "shard", "panel_index"]).size() if len(real_patches) else pd.Series(dtype=int))
+    per_panel = [int(n_pat.get((p.figure_id, p.shard, p.panel_index), 0)) for p in panels.itertuples()] if len(panels) else []
     hist = [histogram(n_pan, "panels per figure"), histogram(per_panel, "patches per panel")]
     for lvl in LEVELS:
         lengths = [len(t) for t in pairs[(pairs.level == lvl) & pairs.keep].text.dropna()]
@@ -207,17 +211,18 @@ def write_report(results_dir: str | Path, shards: list[str], out_dir: str | Path
     parts.append("<h2>Sample figures</h2><p class='legend'><span style='border-color:#e6194b'>panel (index:label kind)"
                  "</span><span style='border-color:#ff00ff'>printed letter</span><span style='border-color:#00e5ff'>"
                  "marker (dot: tip)</span><span style='border-color:#ffd700'>patch</span></p>")
-    fig_by = figures.set_index("figure_id") if len(figures) else None
-    for fid in pick_figures(pairs, n_figures):
-        f = fig_by.loc[fid]
-        img_rel = f"img/{fid}.jpg"
+    fig_by = figures.set_index(["figure_id", "shard"]) if len(figures) else None
+    picked = pick_figures(pairs, n_figures)
+    for fid, shard in picked:
+        f = fig_by.loc[(fid, shard)]
+        img_rel = f"img/{fid}.jpg" if sum(k[0] == fid for k in picked) == 1 else f"img/{fid}.{shard}.jpg"
         try:
-            draw_figure(results / f.shard / "ingest" / f.image_path, *(_of(df, fid) for df in (panels, markers, real_patches)),
-                        out / img_rel)
+            draw_figure(results / shard / "ingest" / f.image_path,
+                        *(_of(df, fid, shard) for df in (panels, markers, real_patches)), out / img_rel)
             img_html = f'<img src="{_esc(img_rel)}" alt="{_esc(fid)}">'
         except (OSError, ValueError) as e:  # a broken image must not break the report
             img_html = f"<p class='drop'>cannot draw {_esc(fid)}: {_esc(e)}</p>"
-        fp = pairs[pairs.figure_id == fid]
+        fp = pairs[(pairs.figure_id == fid) & (pairs.shard == shard)]
         rows = []
         for r in fp.itertuples():
             state = _Raw("<span class='keep'>kept</span>") if r.keep else _Raw(
@@ -226,7 +231,7 @@ def write_report(results_dir: str | Path, shards: list[str], out_dir: str | Path
                 f"panel {int(r.panel_index)}" if r.level == "panel" else f"patch r{int(r.patch_index)} (panel {int(r.panel_index)})")
             rows.append([where, r.label if r.level != "figure" else "", r.kind or "", r.method,
                          f"{r.confidence:.2f}", state, r.split or "", _clip(r.text)])
-        parts.append(f"<div class='fig'>{img_html}<div class='texts'><h3>{_esc(fid)}</h3>"
+        parts.append(f"<div class='fig'>{img_html}<div class='texts'><h3>{_esc(fid)} <small>({_esc(shard)})</small></h3>"
                      f"<p>{_esc(fp[fp.level == 'figure'].licence_code.iloc[0] or 'no licence')} · {_esc(f.source_kind)} · {_esc(f.article_id)}</p>"
                      + _table(["pair", "label", "kind", "method", "conf", "state", "split", "text"], rows) + "</div></div>")
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>panel2patch QC</title><style>{CSS}</style></head><body>{''.join(parts)}</body></html>"

@@ -1,5 +1,5 @@
-"""Corpus-wide selection: near-duplicate removal by perceptual hash and the train/val/test split
-by article.
+"""Corpus-wide selection: one copy of each article, near-duplicate removal by perceptual hash and
+the train/val/test split by article.
 
 Both work on the pairs table of :mod:`panel2patch.corpus.pairs` (all shards together).
 """
@@ -7,11 +7,61 @@ Both work on the pairs table of :mod:`panel2patch.corpus.pairs` (all shards toge
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import defaultdict
+from pathlib import PurePosixPath
 
 import pandas as pd
 
 SPLITS = ("train", "val", "test")
+
+
+_VERSION = re.compile(r"(?<![A-Za-z0-9])v(\d+)(?![0-9])", re.I)
+
+
+def copy_version(source_path: str) -> int:
+    """The version a file or package name states (eLife's ``elife-00353-v2.xml``,
+    ``elife-00353-vor-v1-20121213000000.zip``), the highest of ``package!member``; 0 if none."""
+    names = [PurePosixPath(part.replace("\\", "/")).name for part in source_path.split("!")]
+    return max((int(v) for name in names for v in _VERSION.findall(name)), default=0)
+
+
+def drop_duplicate_copies(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Mark the kept pairs of every copy but one of each article as dropped (``duplicate-article``,
+    detail = the kept copy). A copy is one ingested file (``shard``, ``source_path``); copies are
+    the same article when they share an article id or a DOI (an article without any id is named
+    after its file, so two such files of the same name count as copies too: their figure ids would
+    collide). The copy kept: the highest :func:`copy_version`, then the smallest source path, then
+    shard, so the choice depends only on the inputs, not on how they were sharded."""
+    pairs = pairs.copy()
+    known = pairs[pairs.source_path.notna()] if len(pairs) else pairs
+    copies = list(known[["shard", "source_path", "article_id", "doi"]].drop_duplicates(["shard", "source_path"])
+                  .itertuples(index=False))
+    root = list(range(len(copies)))
+
+    def find(i: int) -> int:
+        while root[i] != i:
+            root[i] = i = root[root[i]]
+        return i
+
+    first: dict[tuple[str, str], int] = {}
+    for i, c in enumerate(copies):
+        for key in (("id", c.article_id), ("doi", (c.doi or "").lower())):
+            if key[1]:
+                root[find(i)] = find(first.setdefault(key, i))
+    groups: dict[int, list] = defaultdict(list)
+    for i, c in enumerate(copies):
+        groups[find(i)].append(c)
+    detail: dict[tuple[str, str], str] = {}
+    for group in groups.values():
+        kept = min(group, key=lambda c: (-copy_version(c.source_path), c.source_path, c.shard))
+        detail.update({(c.shard, c.source_path): f"copy of {kept.source_path} ({kept.shard})" for c in group if c is not kept})
+    if detail:
+        why = pd.Series([detail.get(k) for k in zip(pairs.shard, pairs.source_path)], index=pairs.index)
+        hit = why.notna() & pairs.keep
+        pairs.loc[hit, "drop_detail"] = why[hit]
+        pairs.loc[hit, ["keep", "drop_reason"]] = [False, "duplicate-article"]
+    return pairs
 
 
 def _bands(h: int, n: int, bits: int) -> list[tuple[int, int]]:

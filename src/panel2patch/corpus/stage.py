@@ -8,7 +8,8 @@ the whole corpus (near-duplicates, the article split) are made once:
     :mod:`panel2patch.corpus.pairs`; ``split`` is null here)
 
 ``results/corpus/`` (rule ``corpus``, once)
-    ``pairs.parquet``      all shards' pairs after corpus-wide near-duplicate removal, with
+    ``pairs.parquet``      all shards' pairs after corpus-wide removal of duplicate copies of an
+                           article and of near-duplicates, with
                            ``split`` (train/val/test by article) and ``tar`` (the shard holding
                            the pair, null when dropped)
     ``shards/``            ``<split>-<6 digits>.tar`` WebDataset shards + ``sizes.json``
@@ -34,7 +35,7 @@ import pyarrow as pa
 from .. import tracking
 from ..ingest.tables import read_table, write_table
 from .pairs import DEFAULTS, LEVELS, PAIRS, read_licence_table, shard_pairs
-from .select import drop_near_duplicates, propagate_drops, split_articles
+from .select import drop_duplicate_copies, drop_near_duplicates, propagate_drops, split_articles
 from .report import write_report
 from .shards import write_shards
 
@@ -115,13 +116,13 @@ def run_corpus(pair_tables: list[str | Path], out_dir: str | Path, cfg: dict | N
         pairs = pd.concat([read_table(p) for p in pair_tables], ignore_index=True)
         if pairs.empty:
             pairs = pd.DataFrame(columns=PAIRS.names).astype({"keep": bool})
-        pairs = propagate_drops(drop_near_duplicates(pairs, cfg["dedupe_max_distance"]))
+        pairs = propagate_drops(drop_near_duplicates(drop_duplicate_copies(pairs), cfg["dedupe_max_distance"]))
         sp = cfg["split"]
         splits = split_articles(pairs.article_id[pairs.keep], sp["val"], sp["test"], sp["seed"])
         pairs["split"] = pairs.article_id.map(splits)
         manifest, where = write_shards(pairs, out_dir / "shards", cfg["shard_max_pairs"], cfg["image_max_side"],
                                        sp["seed"], workers=threads)
-        pairs["tar"] = pairs.pair_id.map(where)
+        pairs["tar"] = pairs.pair_id.map(where).where(pairs.keep, None)  # a dropped copy may share a kept pair's id
         write_table(pairs, CORPUS_PAIRS, out_dir / "pairs.parquet")
         manifest.to_parquet(out_dir / "manifest.parquet", index=False)
         y = supervision_yield(pairs)

@@ -80,11 +80,14 @@ class ShardWriter:
         return paths
 
 
-def _image_index(root: Path) -> dict[str, list[Path]]:
-    """Lower-case file name and stem -> files under ``root`` (figure hrefs often omit the suffix)."""
+def _image_index(root: Path, recursive: bool) -> dict[str, list[Path]]:
+    """Lower-case file name and stem -> files of ``root`` (figure hrefs often omit the suffix): a
+    package's whole tree (``recursive``), else only the article folder itself, never its
+    sub-folders (a same-named file there belongs to another article). Symbolic links are listed
+    too, so that a figure resolving to one is refused, not taken for missing."""
     index: dict[str, list[Path]] = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
+    for p in sorted(root.rglob("*") if recursive else root.iterdir()):
+        if p.is_symlink() or p.is_file():
             index.setdefault(p.name.lower(), []).append(p)
             if p.suffix.lower() in IMAGE_SUFFIXES:
                 index.setdefault(p.stem.lower(), []).append(p)
@@ -108,16 +111,19 @@ def _article_id(art: JatsArticle, xml_path: Path) -> str:
     return xml_path.parent.name if stem.lower() in GENERIC_STEMS else stem
 
 
-def _ingest_jats(xml: Path, image_root: Path, source: str, w: ShardWriter, cfg: dict, index_cache: dict) -> None:
+def _ingest_jats(xml: Path, image_root: Path, source: str, w: ShardWriter, cfg: dict, index_cache: dict,
+                 recursive: bool = False) -> None:
+    """One JATS article; its figure files are looked up in ``image_root`` (and, ``recursive``,
+    below it: a package)."""
     try:
         art = parse_jats(xml)
     except JatsError as exc:
         w.skip(source, exc.reason, str(exc))
         return
     article_id = _article_id(art, xml)
-    if image_root not in index_cache:
-        index_cache[image_root] = _image_index(image_root)
-    index = index_cache[image_root]
+    if (image_root, recursive) not in index_cache:
+        index_cache[image_root, recursive] = _image_index(image_root, recursive)
+    index = index_cache[image_root, recursive]
     n_ok = 0
     for fig in art.figures:
         if not fig.caption:
@@ -127,6 +133,9 @@ def _ingest_jats(xml: Path, image_root: Path, source: str, w: ShardWriter, cfg: 
         if src is None:
             hrefs = ", ".join(fig.graphics) or "no <graphic> element"
             w.skip(source, "missing-image", f"{fig.key}: graphic not found ({hrefs})", article_id, fig.key)
+            continue
+        if src.is_symlink():
+            w.skip(source, "symlink", f"{fig.key}: {src.name} is a symbolic link, not followed", article_id, fig.key)
             continue
         figure_id = w.unique_figure_id(article_id, fig.key)
         try:
@@ -205,7 +214,8 @@ def _ingest_package(pkg: Path, source: str, w: ShardWriter, cfg: dict) -> None:
         if xmls:
             index_cache: dict = {}
             for xml in sorted(xmls):
-                _ingest_jats(xml, Path(tmp), f"{source}!{xml.relative_to(tmp).as_posix()}", w, cfg, index_cache)
+                _ingest_jats(xml, Path(tmp), f"{source}!{xml.relative_to(tmp).as_posix()}", w, cfg, index_cache,
+                             recursive=True)
         elif pdfs:
             for pdf in sorted(pdfs):
                 _ingest_pdf(pdf, f"{source}!{pdf.relative_to(tmp).as_posix()}", w, cfg)
@@ -232,6 +242,8 @@ def ingest_units(units: list[Unit], out_dir: str | Path, shard: str, cfg: dict |
                 _ingest_package(path, unit.path, w, cfg)
             elif unit.kind == "pdf":
                 _ingest_pdf(path, unit.path, w, cfg)
+            elif unit.kind == "link":
+                w.skip(unit.path, "symlink", f"{path.name}: a symbolic link inside an input folder, not followed")
             else:
                 w.skip(unit.path, "unsupported-input", f"{path.name}: not a JATS file, article folder, package or PDF")
         except Exception as exc:  # one bad article never kills the shard

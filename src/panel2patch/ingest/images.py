@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,11 +55,26 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
+@contextmanager
+def pixel_limit(max_pixels: int):
+    """PIL's decompression-bomb limit set to ``max_pixels`` inside the block. PIL's own default
+    (89,478,485 pixels; an error above twice that) would otherwise cap a configured
+    ``max_image_pixels`` whatever its value. PIL's limit is process-wide: the stages decode one
+    image at a time."""
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
 def open_image(path: str | Path, max_pixels: int) -> Image.Image:
-    """Open and fully decode the first frame of an image, or raise :class:`ImageSkip`."""
+    """Open and fully decode the first frame of an image, or raise :class:`ImageSkip` (more than
+    ``max_pixels`` pixels: ``decompression-bomb``)."""
     path = Path(path)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), pixel_limit(max_pixels):
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 w, h = img.size

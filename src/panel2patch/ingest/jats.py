@@ -52,14 +52,28 @@ def _parser() -> etree.XMLParser:
     )
 
 
+# byte-order marks, then the bytes of "<" with no mark (XML 1.0, appendix F), longest first
+_BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"),
+         (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"), (b"<\x00\x00\x00", "utf-32-le"),
+         (b"\x00\x00\x00<", "utf-32-be"), (b"<\x00", "utf-16-le"), (b"\x00<", "utf-16-be"))
+
+
+def sniff_encoding(head: bytes) -> str:
+    """The encoding of an XML file from its first bytes: a byte-order mark or the NUL bytes around
+    the first ``<`` (UTF-16/32), else UTF-8 (any ASCII-compatible encoding spells tags the same)."""
+    return next((enc for mark, enc in _BOMS if head.startswith(mark)), "utf-8")
+
+
 def is_jats(path: Path, head_bytes: int = 4096) -> bool:
-    """Cheap sniff: an ``<article`` root element near the top of the file."""
+    """Cheap sniff: an ``<article`` root element (or an ``article`` DOCTYPE) near the top of the
+    file, in whatever encoding the file is (a UTF-16 article is as much an article)."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(head_bytes)
     except OSError:
         return False
-    return re.search(rb"<(?:[A-Za-z]+:)?article[\s>]", head) is not None
+    text = head.decode(sniff_encoding(head), errors="ignore")
+    return re.search(r"<(?:[A-Za-z]+:)?article[\s>]|<!DOCTYPE\s+(?:[A-Za-z]+:)?article[\s>\[]", text) is not None
 
 
 def norm_space(text: str | None) -> str:

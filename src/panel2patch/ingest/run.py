@@ -22,7 +22,7 @@ def unit_manifest(units: list[Unit]) -> pd.DataFrame:
     rows = []
     for u in units:
         p = Path(u.path)
-        ok = p.is_file()
+        ok = u.kind != "link" and p.is_file()  # a link is never followed, not even to hash it
         rows.append({"path": u.path, "kind": u.kind, "bytes": p.stat().st_size if ok else None,
                      "sha256": sha256_file(p) if ok else None})
     return pd.DataFrame(rows, columns=["path", "kind", "bytes", "sha256"])

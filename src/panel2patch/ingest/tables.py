@@ -56,7 +56,7 @@ SKIP_REASONS = {
     "malformed-xml": "the XML could not be parsed",
     "not-jats": "the XML is not a JATS/NLM article",
     "no-figures": "the article or PDF has no figure",
-    "missing-image": "the figure's graphic file is not in the article folder or package",
+    "missing-image": "the figure's graphic file is not in the article's folder (its sub-folders are not searched) or package",
     "unreadable-image": "the image file is truncated, corrupt or of an unknown format",
     "decompression-bomb": "the image has more pixels than ingest.max_image_pixels",
     "missing-caption": "the figure has no caption text",
@@ -64,6 +64,7 @@ SKIP_REASONS = {
     "unreadable-pdf": "the PDF could not be opened",
     "pdf-render-failed": "the PDF figure region could not be rendered",
     "unsupported-input": "the input is not a JATS file, article folder, package or PDF",
+    "symlink": "a symbolic link inside an input folder (an article, folder or figure file): never followed",
     "error": "an unexpected error (see detail)",
 }
 

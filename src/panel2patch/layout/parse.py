@@ -173,8 +173,8 @@ def parse_figure(image, *, reader: str = "glyph", max_side: int = 1000, proposal
         raise ValueError(f"unknown layout method {method!r} (one of {', '.join(METHODS)})")
     canvas = prepare(image, max_side=max_side)
     if proposals:
-        s = canvas.scale
-        proposals = [(int(b[0] * s), int(b[1] * s), int(np.ceil(b[2] * s)), int(np.ceil(b[3] * s))) for b in proposals]
+        sx, sy = canvas.scales
+        proposals = [(int(b[0] * sx), int(b[1] * sy), int(np.ceil(b[2] * sx)), int(np.ceil(b[3] * sy))) for b in proposals]
     detections = None
     if method != "splitter":
         if detector is None:

@@ -63,12 +63,13 @@ class Canvas:
     rgb: np.ndarray  # H x W x 3 uint8, working scale
     gray: np.ndarray  # H x W uint8
     fg: np.ndarray  # H x W bool, foreground
-    scale: float  # working pixels per original pixel (<= 1)
+    scale: float  # working pixels per original pixel (<= 1), along x
     width: int  # original size
     height: int
     bg: np.ndarray  # paper colour (3,)
     paper: str  # "light" | "dark" | "other"
     area: Box  # working-coordinate region inside an outer frame line (or the whole image)
+    scale_y: float | None = None  # the same along y, where rounding a thin side makes it differ (1x5000 -> 1x1000)
     text_h: float = 0.0  # typical glyph height in working pixels (median of glyph-like components)
     comps: np.ndarray | None = field(default=None, repr=False)  # cv2 stats of fg components (x, y, w, h, area)
     # separator-line flags per (box, axis), from ``fg`` and ``gray`` (which stay unchanged)
@@ -78,11 +79,16 @@ class Canvas:
     def shape(self) -> tuple[int, int]:
         return self.gray.shape
 
+    @property
+    def scales(self) -> tuple[float, float]:
+        """(x, y) working pixels per original pixel."""
+        return self.scale, self.scale if self.scale_y is None else self.scale_y
+
     def to_original(self, box: Box) -> list[int]:
-        s = self.scale
+        sx, sy = self.scales
         x1, y1, x2, y2 = box
-        return [max(0, int(np.floor(x1 / s))), max(0, int(np.floor(y1 / s))),
-                min(self.width, int(np.ceil(x2 / s))), min(self.height, int(np.ceil(y2 / s)))]
+        return [max(0, int(np.floor(x1 / sx))), max(0, int(np.floor(y1 / sy))),
+                min(self.width, int(np.ceil(x2 / sx))), min(self.height, int(np.ceil(y2 / sy)))]
 
 
 def components(mask: np.ndarray):
@@ -200,7 +206,7 @@ def prepare(image, max_side: int = 1000) -> Canvas:
     rgb = np.asarray(img)
     if rgb.shape[1] != tw or rgb.shape[0] != th:
         rgb = cv2.resize(rgb, (tw, th), interpolation=cv2.INTER_AREA if factor >= 2 else cv2.INTER_LINEAR)
-    scale = rgb.shape[1] / W
+    scale, scale_y = rgb.shape[1] / W, rgb.shape[0] / H
     rgb = np.ascontiguousarray(rgb)
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     h, w = gray.shape
@@ -251,7 +257,7 @@ def prepare(image, max_side: int = 1000) -> Canvas:
     else:
         stats = stats[1:]
     canvas = Canvas(rgb=rgb, gray=gray, fg=fg, scale=scale, width=W, height=H, bg=bg, paper=paper, area=area,
-                    comps=stats)
+                    scale_y=scale_y, comps=stats)
     canvas.text_h = estimate_text_height(canvas)
     return canvas
 

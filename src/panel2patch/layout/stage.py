@@ -42,7 +42,7 @@ import pyarrow as pa
 from PIL import Image, UnidentifiedImageError
 
 from .. import tracking
-from ..ingest.images import to_rgb
+from ..ingest.images import pixel_limit, to_rgb
 from ..ingest.tables import read_table, write_table
 from .parse import load_method, parse_figure
 
@@ -135,7 +135,8 @@ def run_layout_shard(figures_parquet: str | Path, ingest_dir: str | Path, out_di
         per_fig = []
         for row in figs.itertuples(index=False):
             t = time.perf_counter()
-            rows, skip = layout_figure(row.figure_id, ingest_dir / row.image_path, crops, cfg, detector)
+            with pixel_limit(int(cfg["max_image_pixels"])):  # PIL's own default would cap it (crops too)
+                rows, skip = layout_figure(row.figure_id, ingest_dir / row.image_path, crops, cfg, detector)
             per_fig.append(time.perf_counter() - t)
             panels.extend(rows)
             if skip:

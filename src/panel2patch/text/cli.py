@@ -7,10 +7,11 @@ blank lines are skipped).  Output: one line per input record, in input order::
      "markers": [{"type": "arrow", "colour": "red" | null, "count": 1 | null,
                   "labels": ["B"], "phrase": "..."}]}
 
-A line that is not valid JSON, not an object, or has no string ``caption`` gives
+A line that is not UTF-8, not valid JSON (or nested too deeply), not an object, has no string
+``caption`` or holds text that cannot be written (a lone surrogate such as ``"\\ud800"``) gives
 ``{"id": <id or null>, "line": <line number>, "error": "..."}`` instead, and the run goes on.
-``-`` reads stdin / writes stdout.  A summary goes to stderr; the exit status is 0 unless a
-file cannot be opened.
+A UTF-8 byte-order mark before line 1 is ignored.  ``-`` reads stdin / writes stdout.  A
+summary goes to stderr; the exit status is 0 unless a file cannot be opened.
 """
 
 from __future__ import annotations
@@ -56,15 +57,37 @@ def process_line(line: str, lineno: int, markers: bool = True) -> dict:
         return {"id": rid, "line": lineno, "error": f"internal error: {type(exc).__name__}: {exc}"}
 
 
+def read_records(fin, markers: bool = True):
+    """Output records of the lines of a binary stream, one per non-blank line (never raises for bad
+    input). Lines are decoded one at a time, so a bad byte costs only its own line."""
+    for lineno, raw in enumerate(fin, 1):
+        try:
+            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            yield {"id": None, "line": lineno, "error": f"not UTF-8: byte {raw[exc.start]:#04x} at byte {exc.start + 1}"}
+            continue
+        if not line.strip():
+            continue
+        try:
+            rec = process_line(line, lineno, markers=markers)
+        except RecursionError:
+            rec = {"id": None, "line": lineno, "error": "invalid JSON: nested too deeply"}
+        try:
+            json.dumps(rec, ensure_ascii=False).encode("utf-8")
+        except (UnicodeEncodeError, RecursionError) as exc:
+            why = "nested too deeply" if isinstance(exc, RecursionError) else "a lone surrogate (\\ud800-\\udfff), not UTF-8 text"
+            rec = {"id": None, "line": lineno, "error": f"cannot be written: {why}"}
+        yield rec
+
+
 def main(args: argparse.Namespace) -> int:
     from ..cli import write_jsonl
 
     markers = not getattr(args, "no_markers", False)
-    fin = sys.stdin if args.in_path == "-" else open(args.in_path, encoding="utf-8")
+    fin = sys.stdin.buffer if args.in_path == "-" else open(args.in_path, "rb")
     try:
-        records = (process_line(line, lineno, markers=markers) for lineno, line in enumerate(fin, 1) if line.strip())
-        write_jsonl(records, args.out_path, "split-caption: records")
+        write_jsonl(read_records(fin, markers=markers), args.out_path, "split-caption: records")
     finally:
-        if fin is not sys.stdin:
+        if fin is not sys.stdin.buffer:
             fin.close()
     return 0

@@ -213,7 +213,7 @@ class PlainEngine:
 
     def load_checkpoint(self, load_dir):
         tag = (Path(load_dir) / "latest").read_text().strip()
-        state = torch.load(Path(load_dir) / tag / "plain_state.pt", map_location="cpu", weights_only=False)
+        state = torch.load(Path(load_dir) / tag / "plain_state.pt", map_location="cpu", weights_only=True)
         self.module.load_state_dict(state["module"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_scheduler.load_state_dict(state["lr_scheduler"])
@@ -310,6 +310,32 @@ def forward_batch(engine, batch: dict, levels: list[str], loss_fn: GranularityLo
             d_txt.append(torch.cat([feats[lvl]["text"][rows].unsqueeze(1), pt.view(*p.shape[:2], pt.shape[-1])], 1))
         feats["discrimination"] = {"image": torch.cat(d_img), "texts": torch.cat(d_txt)}  # (B, D), (B, 1 + K, D)
     return loss_fn(feats, out["logit_scale"].float(), out["logit_bias"].float())
+
+
+@contextlib.contextmanager
+def weights_only_loading():
+    """Every ``torch.load`` inside loads with ``weights_only=True``, so a checkpoint folder copied in
+    from elsewhere cannot run code on resume (it fails to load instead). DeepSpeed's checkpoint
+    engine asks for ``weights_only=False``; torch's ``TORCH_FORCE_WEIGHTS_ONLY_LOAD`` overrides it.
+    Allowed besides tensors and plain Python: numpy's RNG state (``rng_rank<r>.pt``) and, when
+    DeepSpeed runs, the three classes its ZeRO optimizer states hold."""
+    allowed = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), np._core.multiarray._reconstruct]
+    if "deepspeed" in sys.modules:
+        from deepspeed.runtime.fp16.loss_scaler import LossScaler
+        from deepspeed.runtime.zero.config import ZeroStageEnum
+        from deepspeed.utils.tensor_fragment import fragment_address
+
+        allowed += [LossScaler, ZeroStageEnum, fragment_address]
+    old = os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+    os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+    try:
+        with torch.serialization.safe_globals(allowed):
+            yield
+    finally:
+        if old is None:
+            os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
+        else:
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = old
 
 
 def rng_state() -> dict:
@@ -456,12 +482,13 @@ def main(argv: list[str] | None = None) -> dict:
     # --- resume
     step, epoch, consumed = 0, 0, 0  # optimizer steps, epoch, micro batches consumed in this epoch
     if (ckpt_dir / "latest").is_file():
-        path, client = engine.load_checkpoint(str(ckpt_dir))
-        if path is None:
-            raise RuntimeError(f"could not load the checkpoint named by {ckpt_dir / 'latest'}")
-        step, epoch, consumed = client["step"], client["epoch"], client["consumed"]
-        tag_dir = ckpt_dir / (ckpt_dir / "latest").read_text().strip()
-        set_rng_state(torch.load(tag_dir / f"rng_rank{rank}.pt", weights_only=False))
+        with weights_only_loading():
+            path, client = engine.load_checkpoint(str(ckpt_dir))
+            if path is None:
+                raise RuntimeError(f"could not load the checkpoint named by {ckpt_dir / 'latest'}")
+            step, epoch, consumed = client["step"], client["epoch"], client["consumed"]
+            tag_dir = ckpt_dir / (ckpt_dir / "latest").read_text().strip()
+            set_rng_state(torch.load(tag_dir / f"rng_rank{rank}.pt", weights_only=True))
         log.info("resumed from %s: step %d, epoch %d, %d batches into it", tag_dir, step, epoch, consumed)
 
     # --- tracking (rank 0)
