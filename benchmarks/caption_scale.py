@@ -5,7 +5,7 @@ the cap, to show it stays linear).
     .venv/bin/python benchmarks/caption_scale.py [--max-kb 1024]
 
 Caption work must grow linearly: one long caption may not stall its shard. Captions longer than
-``text.stage.MAX_CAPTION_CHARS`` are kept whole without splitting (the last rows show that cost).
+``text.split.MAX_CAPTION_CHARS`` are kept whole without splitting (the last rows show that cost).
 """
 
 from __future__ import annotations

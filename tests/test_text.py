@@ -472,3 +472,12 @@ def test_long_captions_do_not_stall(unit):
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
+
+
+def test_cli_refuses_an_overlong_caption_and_goes_on():
+    from panel2patch.text.cli import process_line
+    from panel2patch.text.stage import MAX_CAPTION_CHARS
+
+    bad = process_line(json.dumps({"id": "x", "caption": "A, B, " * (MAX_CAPTION_CHARS // 6 + 1)}), 1)
+    assert bad["id"] == "x" and "not split" in bad["error"]
+    assert process_line(json.dumps({"id": "y", "caption": "(A) one. (B) two."}), 2)["subcaptions"]["B"] == "two."

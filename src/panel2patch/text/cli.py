@@ -8,7 +8,7 @@ blank lines are skipped).  Output: one line per input record, in input order::
                   "labels": ["B"], "phrase": "..."}]}
 
 A line that is not UTF-8, not valid JSON (or nested too deeply), not an object, has no string
-``caption`` or holds text that cannot be written (a lone surrogate such as ``"\\ud800"``) gives
+``caption``, a caption over ``MAX_CAPTION_CHARS`` (100,000) characters, or holds text that cannot be written (a lone surrogate such as ``"\\ud800"``) gives
 ``{"id": <id or null>, "line": <line number>, "error": "..."}`` instead, and the run goes on.
 A UTF-8 byte-order mark before line 1 is ignored.  ``-`` reads stdin / writes stdout.  A
 summary goes to stderr; the exit status is 0 unless a file cannot be opened.
@@ -21,7 +21,7 @@ import json
 import sys
 
 from .markers import find_marker_phrases
-from .split import split_caption
+from .split import MAX_CAPTION_CHARS, split_caption
 
 _MARKER_KEYS = ("type", "colour", "count", "labels", "phrase")
 
@@ -48,6 +48,8 @@ def process_line(line: str, lineno: int, markers: bool = True) -> dict:
         return {"id": rid, "line": lineno, "error": "missing 'caption'"}
     if not isinstance(cap, str):
         return {"id": rid, "line": lineno, "error": f"'caption' must be a string, got {type(cap).__name__}"}
+    if len(cap) > MAX_CAPTION_CHARS:
+        return {"id": rid, "line": lineno, "error": f"caption of {len(cap)} characters > {MAX_CAPTION_CHARS}: not split"}
     try:
         out = {"id": rid, "subcaptions": split_caption(cap)}
         if markers:

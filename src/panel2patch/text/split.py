@@ -31,6 +31,11 @@ __all__ = ["split_caption", "segment_caption", "Segmentation", "Marker", "label_
 
 SHARED = "_shared"
 
+# Caption work is linear in length, but a caption this long is no real caption (PMC's longest are
+# ~10,000 characters): the text stage keeps it whole as the figure's text, unsplit
+# (``captions_too_long``), and ``split-caption`` gives an error record for it.
+MAX_CAPTION_CHARS = 100_000
+
 ROMAN = {
     "i": 1, "ii": 2, "iii": 3, "iv": 4, "v": 5, "vi": 6, "vii": 7, "viii": 8, "ix": 9, "x": 10,
     "xi": 11, "xii": 12, "xiii": 13, "xiv": 14, "xv": 15, "xvi": 16, "xvii": 17, "xviii": 18,

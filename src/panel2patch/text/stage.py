@@ -25,7 +25,7 @@ import pyarrow as pa
 from .. import tracking
 from ..ingest.tables import read_table, write_table
 from .markers import find_marker_phrases
-from .split import split_caption
+from .split import MAX_CAPTION_CHARS, split_caption
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,6 @@ SUBCAPTIONS = pa.schema([("figure_id", pa.string()), ("key", pa.string()), ("tex
 MARKERS = pa.schema([("figure_id", pa.string()), ("marker_index", pa.int32()), ("type", pa.string()),
                      ("colour", pa.string()), ("count", pa.int32()), ("labels", pa.list_(pa.string())),
                      ("phrase", pa.string())])
-
-
-# Caption work is linear in length, but a caption this long is no real caption (PMC's longest
-# are ~10,000 characters): it is kept whole as the figure's text, not split (``captions_too_long``).
-MAX_CAPTION_CHARS = 100_000
 
 
 def caption_rows(figure_id: str, caption: str, inline_refs) -> tuple[list[dict], list[dict]]:
