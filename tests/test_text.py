@@ -481,3 +481,18 @@ def test_cli_refuses_an_overlong_caption_and_goes_on():
     bad = process_line(json.dumps({"id": "x", "caption": "A, B, " * (MAX_CAPTION_CHARS // 6 + 1)}), 1)
     assert bad["id"] == "x" and "not split" in bad["error"]
     assert process_line(json.dumps({"id": "y", "caption": "(A) one. (B) two."}), 2)["subcaptions"]["B"] == "two."
+
+
+def test_only_the_closing_run_of_notes_is_shared():
+    # a note sentence followed by more of the last panel's own description stays that panel's
+    # (was: everything from 'Solid lines' on went to every panel)
+    out = split_caption("Tuning over development. (A) Histograms of the best ISI. (B) Tuning curves averaged "
+                        "across cells. Solid lines connect the population means. Older cells are more narrowly "
+                        "tuned. Error bars show S.E.M.")
+    assert out["B"] == ("Tuning curves averaged across cells. Solid lines connect the population means. "
+                        "Older cells are more narrowly tuned.")
+    assert out["_shared"] == "Tuning over development. Error bars show S.E.M."
+    # a sentence citing other panels makes the text from the first note on about every panel
+    out = split_caption("Photostimulation. (A) Patterns. (B) Responses. Error bars are s.e.m. over the "
+                        "conditions in (A). The mice were transfected with GCaMP6f.")
+    assert out["B"] == "Responses." and out["_shared"].endswith("The mice were transfected with GCaMP6f.")

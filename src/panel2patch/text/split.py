@@ -922,7 +922,9 @@ def segment_caption(caption: str) -> Segmentation:
             other_firsts.add(_first_words(text, start=obs, end=obe))
             for s in sent_starts[bisect.bisect_right(sent_starts, obs):bisect.bisect_left(sent_starts, obe)]:
                 other_firsts.add(_first_words(text, start=s, end=obe))
-        shared_from = None
+        # sentences of the last block that describe every panel: notes, or citing other panels
+        # (a sentence citing only other panels belongs to them instead)
+        sharable = []
         for si in idx:
             s_start = sent_starts[si]
             s1 = sent_starts[si + 1] if si + 1 < len(sent_starts) else be
@@ -937,11 +939,28 @@ def segment_caption(caption: str) -> Segmentation:
                 for i in range(s_start, s1):
                     if owner[i] == lab:
                         owner[i] = cl
+                sharable.append((s_start, s1, None, False))
                 continue
-            if shared_from is None and (note or (cited - lab)):
-                shared_from = s_start
-                trailing = (s_start, be, sorted(lab, key=label_sort_key))
-            if shared_from is not None:
+            sharable.append((s_start, s1, bool(note or (cited - lab)), bool(cited - lab)))
+        tail = []
+        first_cite = next((i for i, x in enumerate(sharable) if x[3]), None)
+        if first_cite is not None:
+            # a sentence citing other panels shows that the text from the first shared sentence
+            # before it on is about several panels: all of it is shared
+            first = next(i for i, x in enumerate(sharable) if x[2])
+            tail = [(a, b) for a, b, ok, _ in sharable[first:] if ok is not None]
+        else:
+            # notes alone: only the closing run of them is shared; a note followed by more of
+            # the panel's own description ('Solid lines connect the means. Stage 48 cells are
+            # more narrowly tuned.') stays the panel's
+            for a, b, ok, _ in reversed(sharable):
+                if ok is False:
+                    break
+                if ok:
+                    tail.append((a, b))
+        if tail:
+            trailing = (tail[-1][0], be, sorted(lab, key=label_sort_key))
+            for s_start, s1 in tail:
                 for i in range(s_start, s1):
                     if owner[i] == lab:
                         owner[i] = None
