@@ -38,7 +38,7 @@ def test_letter_matching_case_insensitive():
     rows = align_panels([{"index": 0, "label": "a"}, {"index": 1, "label": "(B)"}, {"index": 2, "label": "c"}], SUBS)
     assert [(r["key"], r["method"], r["confidence"]) for r in rows] == [("A", "letter", 1.0), ("B", "letter", 1.0),
                                                                        ("C", "letter", 1.0)]
-    assert rows[0]["text"] == "Tumour growth. H&E staining."
+    assert rows[0]["text"] == "H&E staining. Tumour growth."  # own words first
     assert all(r["reason"] is None for r in rows)
 
 
@@ -94,7 +94,7 @@ def test_caption_without_panels():
     rows = align_panels([{"index": 0, "label": "A"}, {"index": 1, "label": "B"}], subs)
     assert [r["method"] for r in rows] == ["none", "none"]
     assert align_panels([], SUBS) == [
-        {"panel_index": None, "key": k, "text": f"Tumour growth. {SUBS[k]}", "method": "none", "confidence": 0.0,
+        {"panel_index": None, "key": k, "text": f"{SUBS[k]} Tumour growth.", "method": "none", "confidence": 0.0,
          "reason": f"no panel labelled {k}"} for k in "ABC"
     ]
 
@@ -190,7 +190,7 @@ def test_align_stage_tables(tmp_path, monkeypatch):
     f1 = out[out.figure_id == "f1"]
     assert f1[["key", "method"]].values.tolist() == [["A", "letter"], ["B", "letter"], ["C", "none"]]
     assert f1.panel_index.tolist()[:2] == [0, 1] and pd.isna(f1.panel_index.iloc[2])
-    assert f1.iloc[1].text == "Title. Treated." and list(f1.iloc[1].inline_refs) == ["Cells grow (Fig. 1B)."]
+    assert f1.iloc[1].text == "Treated. Title." and list(f1.iloc[1].inline_refs) == ["Cells grow (Fig. 1B)."]
     f2 = out[out.figure_id == "f2"].iloc[0]
     assert (f2.method, f2.text) == ("order", "A single micrograph.")
     assert stats["panels"] == 3 and stats["unmatched_subcaptions"] == 1

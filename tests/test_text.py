@@ -403,7 +403,7 @@ def test_text_stage_on_ingested_sample(tmp_path, sample, monkeypatch):
     fig2 = subs[subs.figure_id == "elife-32671__fig2"].set_index("key")
     assert list(fig2.index) == ["_shared", "A", "B", "C"]
     assert fig2.loc["C", "text"].startswith("Boxplot summarizing the statistics in (B)")
-    assert fig2.loc["C", "full_text"].startswith(fig2.loc["_shared", "text"])
+    assert fig2.loc["C", "full_text"] == f'{fig2.loc["C", "text"]} {fig2.loc["_shared", "text"]}'  # own words first
     assert len(fig2.loc["_shared", "inline_refs"]) == 3  # sentences citing "Figure 2" without a letter
 
 

@@ -7,11 +7,11 @@
 * ``subcaptions``: the dict of :func:`panel2patch.text.split.split_caption`.
 * Returns one dict per panel (in ``index`` order), then one per subcaption nobody took::
 
-    {"panel_index": 3 | None, "key": "C" | None, "text": "<shared> <subcaption>" | None,
+    {"panel_index": 3 | None, "key": "C" | None, "text": "<subcaption> <shared>" | None,
      "method": "letter" | "order" | "none", "confidence": 0.0-1.0, "reason": str | None}
 
-  ``text`` is the whole description of the panel: the shared text, then the panel's own
-  subcaption.  Matching: by letter first (case-insensitive, brackets ignored, roman numerals,
+  ``text`` is the whole description of the panel: the panel's own subcaption, then the shared
+  text (own words first, so that right truncation by a text encoder keeps them).  Matching: by letter first (case-insensitive, brackets ignored, roman numerals,
   "b1" -> B with lower confidence); when no panel letter matches but the number of panels equals
   the number of subcaptions, by reading order; panels left without a letter are also filled by
   reading order when exactly as many subcaptions are left.  A figure whose caption has no panel
@@ -79,9 +79,11 @@ def normalise_label(label, roman: bool = False):
 
 
 def _full_text(subcaptions: dict, key: str) -> str:
+    """The panel's own subcaption first, then the shared text: a text encoder truncating on the
+    right (77 tokens) keeps the words that tell panels apart."""
     shared = (subcaptions.get("_shared") or "").strip()
     own = (subcaptions.get(key) or "").strip()
-    return (shared + " " + own).strip() if own else shared
+    return (own + " " + shared).strip() if own else shared
 
 
 def align_panels(panels: list, subcaptions: dict) -> list:

@@ -5,7 +5,8 @@
     key          string        ``_shared``, a panel letter ``A``..., a roman numeral ``i``... or a
                                position word (``left``, ``top`` ...), as ``split_caption`` returns
     text         string        the key's own text
-    full_text    string        ``_shared`` text + the key's text (what a panel is paired with)
+    full_text    string        the key's text + ``_shared`` text (what a panel is paired with; own
+                               words first, so that right truncation keeps them)
     inline_refs  list<string>  body sentences citing this panel letter ("Fig. 2B"); for
                                ``_shared``, the sentences citing the figure without a letter
 
@@ -54,7 +55,7 @@ def caption_rows(figure_id: str, caption: str, inline_refs) -> tuple[list[dict],
             full = text
         else:
             cites = [r["sentence"] for r in refs if key.upper() in list(r["panels"])]
-            full = f"{shared} {text}".strip()
+            full = f"{text} {shared}".strip()  # own words first: right truncation keeps them
         sub_rows.append({"figure_id": figure_id, "key": key, "text": text, "full_text": full, "inline_refs": cites})
     marker_rows = [
         {"figure_id": figure_id, "marker_index": i, "type": m["type"], "colour": m.get("colour"), "count": m.get("count"),
