@@ -73,3 +73,17 @@ def test_a_store_used_earlier_in_the_process_does_not_capture_later_runs(tmp_pat
     with tracking.stage_run("ingest", "two", {}, second):
         pass
     assert set(runs(first)) == {"ingest:one"} and set(runs(second)) == {"ingest:two"}
+
+
+def test_folder_hash_ignores_snakemake_timestamp(tmp_path):
+    """Snakemake writes .snakemake_timestamp into directory() outputs after the job has logged the
+    folder's sha256; the logged hash must still reproduce."""
+    d = tmp_path / "crops"
+    (d / "sub").mkdir(parents=True)
+    (d / "a.png").write_bytes(b"a")
+    (d / "sub" / "b.png").write_bytes(b"b")
+    logged = tracking.sha256_path(d)
+    (d / ".snakemake_timestamp").write_text("")
+    assert tracking.sha256_path(d) == logged
+    (d / "c.png").write_bytes(b"c")
+    assert tracking.sha256_path(d) != logged

@@ -85,10 +85,18 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
+# files that tools drop into output folders after the fact: not part of the content
+_NOT_CONTENT = {".snakemake_timestamp"}
+
+
 def sha256_path(path: Path) -> str:
-    """sha256 of a file; for a folder, of its sorted ``relative-path sha256`` lines."""
+    """sha256 of a file; for a folder, of its sorted ``relative-path sha256`` lines (Snakemake's
+    ``.snakemake_timestamp``, written into output folders after the job, is left out so the hash
+    logged by the job reproduces)."""
+    path = Path(path)
     if path.is_dir():
-        lines = [f"{p.relative_to(path).as_posix()} {sha256_path(p)}" for p in sorted(path.rglob("*")) if p.is_file()]
+        lines = [f"{p.relative_to(path).as_posix()} {sha256_path(p)}" for p in sorted(path.rglob("*"))
+                 if p.is_file() and p.name not in _NOT_CONTENT]
         return hashlib.sha256("\n".join(lines).encode()).hexdigest()
     h = hashlib.sha256()
     with open(path, "rb") as fh:
