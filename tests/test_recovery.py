@@ -3,10 +3,14 @@ workflow run starts (panel2patch.tracking.recover_dead_runs)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -97,3 +101,100 @@ def test_stale_limit_is_configurable_and_can_be_off(results):
     assert client.get_run(stale).info.status == "RUNNING"
     tracking.start_workflow_run(results, {"inputs": ["x"], "tracking": {"stale_after_hours": 5}})
     assert client.get_run(stale).info.status == "KILLED"
+
+
+# --- panel2patch recover: the one command after a crash ---------------------------------------
+
+PANEL2PATCH = str(Path(sys.executable).with_name("panel2patch"))
+
+
+def test_recover_refuses_while_snakemake_runs_in_the_directory(tmp_path):
+    work = tmp_path / "wf"
+    (work / ".snakemake" / "locks").mkdir(parents=True)
+    (work / ".snakemake" / "locks" / "0.input.lock").write_text("x\n")
+    fake = tmp_path / "bin" / "snakemake"  # a process whose command line is Snakemake's
+    fake.parent.mkdir()
+    fake.write_text("import time\ntime.sleep(60)\n")
+    live = subprocess.Popen([sys.executable, str(fake), "--cores", "2"], cwd=work / ".snakemake")
+    try:
+        proc = subprocess.run([PANEL2PATCH, "recover", "--cores", "2"], cwd=work, capture_output=True, text=True, timeout=120)
+    finally:
+        live.kill()
+        live.wait()
+    assert proc.returncode == 1 and f"{live.pid}:" in proc.stderr and "not unlocking" in proc.stderr
+    assert (work / ".snakemake" / "locks" / "0.input.lock").exists()
+
+
+def test_recover_refuses_while_the_recorded_workflow_run_may_be_alive(results):
+    from panel2patch import recover
+
+    client, exp = setup_store(results)
+    parent_file = results / tracking.PARENT_FILE
+    info = json.loads(parent_file.read_text())
+    assert recover.live_parent_run(results.parent) is None  # the recorded run finished
+    for host, pid, alive in (("elsewhere.invalid", 1, True), (socket.gethostname(), os.getpid(), True),
+                             (socket.gethostname(), dead_pid()[0], False)):
+        run_id = make_run(client, exp, "workflow", host=host, pid=pid)
+        parent_file.write_text(json.dumps({**info, "run_id": run_id}))
+        reason = recover.live_parent_run(results.parent)
+        assert (reason is not None) == alive, (host, pid, reason)
+
+
+@pytest.mark.slow
+def test_kill_9_then_recover_completes_and_marks_the_dead_run_killed(tmp_path_factory):
+    """The real workflow on the sample, killed (-9, the whole process group) while its ingest jobs
+    run; ``panel2patch recover`` with the same arguments finishes it, with the clean run's outputs."""
+    from test_workflow import copy_repo, snakemake
+
+    target = "results/ingest/summary.json"  # the first two stages: ingest per shard, then the summary
+    clean = copy_repo(tmp_path_factory.mktemp("clean"))
+    proc = snakemake(clean, target)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+    work = copy_repo(tmp_path_factory.mktemp("crash"))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    run = subprocess.Popen([str(Path(sys.executable).with_name("snakemake")), "--cores", "2", target], cwd=work,
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    parent_file = work / "results" / tracking.PARENT_FILE
+    deadline = time.time() + 300
+    client = None
+    try:
+        while time.time() < deadline and run.poll() is None:  # until an ingest job has opened its run
+            if client is None and parent_file.exists():
+                client = MlflowClient(json.loads(parent_file.read_text())["tracking_uri"])
+            if client is not None and any(r.data.tags.get("panel2patch.stage") == "ingest" for r in client.search_runs(
+                    [json.loads(parent_file.read_text())["experiment_id"]], "attributes.status = 'RUNNING'")):
+                break
+            time.sleep(0.2)
+        assert run.poll() is None, "the workflow ended before it could be killed"
+    finally:
+        os.killpg(run.pid, 9)
+        run.wait()
+    dead_parent = json.loads(parent_file.read_text())["run_id"]
+    assert (work / ".snakemake" / "locks").is_dir() and any((work / ".snakemake" / "incomplete").iterdir())
+    assert client.get_run(dead_parent).info.status == "RUNNING"  # what the crash leaves
+
+    proc = subprocess.run([str(Path(sys.executable).with_name("panel2patch")), "recover", "--cores", "2", target],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = snakemake(work, "-n", target)
+    assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
+
+    def outputs(root):
+        files = [p for pat in ("results/shard-*/ingest/**/*", "results/ingest/*") for p in root.glob(pat) if p.is_file()]
+        return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+    assert outputs(work) == outputs(clean) and "results/ingest/summary.json" in outputs(work)
+
+    exp = json.loads(parent_file.read_text())["experiment_id"]
+    new_parent = json.loads(parent_file.read_text())["run_id"]
+    runs = {r.info.run_id: r for r in client.search_runs([exp], max_results=1000)}
+    killed = runs[dead_parent]
+    assert killed.info.status == "KILLED" and killed.data.tags[tracking.RECOVERED_BY_TAG] == new_parent
+    assert "is gone" in killed.data.tags[tracking.RECOVERED_REASON_TAG]
+    assert runs[new_parent].info.status == "FINISHED"
+    dead_jobs = [r for r in runs.values() if r.data.tags.get("mlflow.parentRunId") == dead_parent]
+    assert dead_jobs and {r.info.status for r in dead_jobs} <= {"KILLED", "FINISHED"}
+    assert "KILLED" in {r.info.status for r in dead_jobs}
+    assert not [r for r in runs.values() if r.info.status == "RUNNING"]
