@@ -92,6 +92,20 @@ def test_runs_of_dead_processes_are_killed_and_live_ones_kept(results):
     assert tags[tracking.PID_TAG] == str(me.pid) and abs(float(tags[tracking.PID_STARTED_TAG]) - me.create_time()) < 1
 
 
+def test_an_exited_process_not_yet_reaped_is_dead(results):
+    client, exp = setup_store(results)
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])  # a zombie until waited for
+    started = psutil.Process(proc.pid).create_time()
+    try:
+        deadline = time.time() + 30
+        while psutil.Process(proc.pid).status() != psutil.STATUS_ZOMBIE and time.time() < deadline:
+            time.sleep(0.05)
+        run = client.get_run(make_run(client, exp, "zombie", pid=proc.pid, started=started))
+        assert tracking.dead_reason(run) == f"process {proc.pid} on {socket.gethostname()} has exited"
+    finally:
+        proc.wait()
+
+
 def test_stale_limit_is_configurable_and_can_be_off(results):
     client, exp = setup_store(results)
     stale = make_run(client, exp, "other", host="elsewhere.invalid", pid=1, hours_ago=10)
@@ -125,7 +139,7 @@ def test_recover_refuses_while_snakemake_runs_in_the_directory(tmp_path):
     assert (work / ".snakemake" / "locks" / "0.input.lock").exists()
 
 
-def test_recover_refuses_while_the_recorded_workflow_run_may_be_alive(results):
+def test_recover_refuses_while_the_recorded_workflow_run_may_be_alive(results, monkeypatch):
     from panel2patch import recover
 
     client, exp = setup_store(results)
@@ -138,6 +152,19 @@ def test_recover_refuses_while_the_recorded_workflow_run_may_be_alive(results):
         parent_file.write_text(json.dumps({**info, "run_id": run_id}))
         reason = recover.live_parent_run(results.parent)
         assert (reason is not None) == alive, (host, pid, reason)
+    # the parent (of this host) is dead, but a job it submitted to Slurm may still run
+    job = make_run(client, exp, "ingest:shard-00000", level="stage", host="node1.invalid", parent=run_id)
+    client.set_tag(job, "slurm.job_id", "4242")
+    bin_ = results.parent / "bin"
+    bin_.mkdir()
+    monkeypatch.setenv("PATH", str(bin_))
+    assert "squeue cannot tell" in recover.live_parent_run(results.parent)  # no Slurm here
+    squeue = bin_ / "squeue"
+    squeue.write_text("#!/bin/sh\necho 17\necho 4242\n")
+    squeue.chmod(0o755)
+    assert "Slurm jobs 4242 of the run are still queued or running" in recover.live_parent_run(results.parent)
+    squeue.write_text("#!/bin/sh\necho 17\n")
+    assert recover.live_parent_run(results.parent) is None
 
 
 @pytest.mark.slow

@@ -11,14 +11,15 @@ dead run's MLflow parent (and jobs) KILLED (panel2patch.tracking.recover_dead_ru
 its working directory in the workflow directory (a main Snakemake or a job of it; processes of
 other users, whose working directory cannot be read, are not seen); and in MLflow: the workflow
 parent run recorded in ``results/mlflow/parent_run.json`` is not RUNNING for a process that is
-alive or that cannot be checked from here (started on another host). ``--assume-dead`` skips the
-MLflow check (e.g. a run started on another login node that is known to be dead).
+alive or that cannot be checked from here (started on another host), and none of its jobs that
+ran as Slurm jobs (tag ``slurm.job_id``, still RUNNING) is listed by ``squeue``: Slurm jobs outlive
+a killed Snakemake. ``--assume-dead`` skips the MLflow and Slurm checks (e.g. a run started on
+another login node that is known to be dead).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -80,11 +81,25 @@ def live_parent_run(workdir: Path) -> str | None:
         return None
     info = json.loads(parent_file.read_text())
     run = MlflowClient(info["tracking_uri"]).get_run(info["run_id"])
-    if run.info.status != "RUNNING" or tracking.dead_reason(run, stale_after_hours=None):
+    if run.info.status == "RUNNING" and not tracking.dead_reason(run, stale_after_hours=None):
+        return (f"MLflow run {info['run_id']} ({run.info.run_name}) is RUNNING, started by process "
+                f"{run.data.tags.get(tracking.PID_TAG, '?')} on {run.data.tags.get('host', '?')}, which is alive or "
+                "cannot be checked from this host")
+    # Slurm jobs outlive a killed Snakemake: a job of the run still queued or running would write
+    # the outputs that the rerun writes again
+    client = MlflowClient(info["tracking_uri"])
+    jobs = {r.data.tags["slurm.job_id"] for r in client.search_runs(
+        [info["experiment_id"]], f"tags.`mlflow.parentRunId` = '{info['run_id']}' and attributes.status = 'RUNNING'",
+        max_results=10000) if r.data.tags.get("slurm.job_id")}
+    if not jobs:
         return None
-    return (f"MLflow run {info['run_id']} ({run.info.run_name}) is RUNNING, started by process "
-            f"{run.data.tags.get(tracking.PID_TAG, '?')} on {run.data.tags.get('host', '?')}, which is alive or "
-            "cannot be checked from this host")
+    try:
+        queue = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, timeout=60, check=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"Slurm jobs {', '.join(sorted(jobs))} of the run may still run and squeue cannot tell ({exc})"
+    if live := jobs & set(queue.stdout.split()):
+        return f"Slurm jobs {', '.join(sorted(live))} of the run are still queued or running (squeue)"
+    return None
 
 
 def _snakemake() -> str:

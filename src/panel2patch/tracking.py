@@ -192,11 +192,14 @@ def dead_reason(run, stale_after_hours: float | None = DEFAULT_STALE_AFTER_HOURS
     same_ns = tags.get(PID_NS_TAG, "") == _pid_namespace()
     if host == socket.gethostname() and pid and same_ns:
         try:
-            started = psutil.Process(int(pid)).create_time()
+            proc = psutil.Process(int(pid))
+            started, zombie = proc.create_time(), proc.status() == psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
             return f"process {pid} on {host} is gone"
         except (psutil.Error, ValueError):
             return None
+        if zombie:
+            return f"process {pid} on {host} has exited"
         recorded = tags.get(PID_STARTED_TAG)
         if recorded and abs(started - float(recorded)) > 2.0:
             return f"process {pid} on {host} is gone (the pid now belongs to a later process)"
