@@ -5,6 +5,7 @@
     panel2patch panels IMAGE... --out FILE.jsonl
     panel2patch markers IMAGE... --out FILE.jsonl
     panel2patch corpus build RESULTS | check CORPUS_DIR | report RESULTS
+    panel2patch recover [SNAKEMAKE ARGS...]     after a crash: unlock, then rerun incomplete jobs
 
 Each subcommand lives next to its stage (``panel2patch.<stage>.cli``) and is imported only when
 it runs, so ``panel2patch --help`` stays fast.
@@ -24,6 +25,7 @@ COMMANDS = {
     "panels": ("panel2patch.layout.cli", "find panels, panel letters and panel kinds in figure images"),
     "markers": ("panel2patch.markers.cli", "find arrows, arrowheads and asterisks on image panels, and their patches"),
     "corpus": ("panel2patch.corpus.cli", "build, audit or report the figure/panel/patch WebDataset corpus"),
+    "recover": ("panel2patch.recover", "after a crash: check nothing still runs, unlock, continue the workflow with --rerun-incomplete"),
 }
 
 
@@ -63,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "_passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra  # handed on as they are (panel2patch recover -> snakemake)
     if getattr(args, "_missing", None):
         print(f"panel2patch {args.command}: not available in this build ({args._missing})", file=sys.stderr)
         return 2

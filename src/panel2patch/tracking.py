@@ -11,6 +11,16 @@ The workflow's ``onstart`` handler (which Snakemake runs once, in the main proce
 jobs) creates the parent run, puts its id in ``$P2P_MLFLOW_PARENT`` (inherited by every job, on
 Slurm too) and in ``<results>/mlflow/parent_run.json``; every job nests its run under it. A job run by hand
 (the CLI, or with no running parent) gets a top-level run of its own.
+
+Every run records the process that owns it (tags ``host``, ``panel2patch.pid``,
+``panel2patch.pid_started``, ``panel2patch.pid_ns``). A run left RUNNING by a process that died
+(kill -9, power loss, OOM killer) is marked KILLED when the next workflow run starts
+(:func:`recover_dead_runs`), with ``panel2patch.recovered_by`` (the new parent run's id) and
+``panel2patch.recovered_reason``. A run is judged dead only when that can be checked here: same
+host and pid namespace, and the pid is gone or now belongs to a process started at another time.
+A run from another host (a Slurm job, another login node, another container) cannot be checked and
+is left alone until its last activity is older than ``tracking.stale_after_hours`` (default 168;
+null = never).
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import time
 from pathlib import Path
 
 import mlflow
+import psutil
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -36,6 +47,12 @@ import panel2patch
 DEFAULT_EXPERIMENT = "panel2patch"
 PARENT_FILE = "mlflow/parent_run.json"
 PARENT_ENV = "P2P_MLFLOW_PARENT"
+PID_TAG = "panel2patch.pid"
+PID_STARTED_TAG = "panel2patch.pid_started"
+PID_NS_TAG = "panel2patch.pid_ns"
+RECOVERED_BY_TAG = "panel2patch.recovered_by"
+RECOVERED_REASON_TAG = "panel2patch.recovered_reason"
+DEFAULT_STALE_AFTER_HOURS = 168
 
 
 _uri_set_here: str | None = None  # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI
@@ -113,6 +130,21 @@ def _git_commit() -> str | None:
         return None
 
 
+def _pid_namespace() -> str:
+    """The pid namespace of this process ("" where there is none to read): pids of two namespaces
+    on one host (containers sharing the host's name) are not comparable."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def _process_tags() -> dict[str, str]:
+    """The process that owns a run: pid and its start time (a pid reused later has another)."""
+    return {PID_TAG: str(os.getpid()), PID_STARTED_TAG: f"{psutil.Process().create_time():.2f}",
+            PID_NS_TAG: _pid_namespace()}
+
+
 def _context_tags() -> dict[str, str]:
     tags = {
         "panel2patch.version": panel2patch.__version__,
@@ -120,6 +152,7 @@ def _context_tags() -> dict[str, str]:
         "user": getpass.getuser(),
         "python": platform.python_version(),
         "command": " ".join(sys.argv)[:5000],
+        **_process_tags(),
     }
     if commit := _git_commit():
         tags["mlflow.source.git.commit"] = commit
@@ -143,6 +176,11 @@ def start_workflow_run(results_dir: str | Path, config: dict, manifest=None) -> 
         run_id = run.info.run_id
     # start_run's context closed the run; reopen it as RUNNING until onsuccess/onerror.
     MlflowClient(uri).update_run(run_id, status="RUNNING")
+    try:
+        for old_id, reason in recover_dead_runs(uri, exp, run_id, tcfg.get("stale_after_hours", DEFAULT_STALE_AFTER_HOURS)):
+            print(f"panel2patch: MLflow run {old_id} was left RUNNING; marked KILLED ({reason})", file=sys.stderr)
+    except Exception as exc:  # housekeeping: never stops the workflow
+        print(f"panel2patch: could not check for runs left RUNNING by a crash: {exc!r}", file=sys.stderr)
     info = json.dumps({"run_id": run_id, "experiment_id": exp, "tracking_uri": uri})
     parent = results_dir / PARENT_FILE
     parent.parent.mkdir(parents=True, exist_ok=True)
@@ -151,6 +189,72 @@ def start_workflow_run(results_dir: str | Path, config: dict, manifest=None) -> 
     # they find the parent even where the file is not (yet) visible on their node.
     os.environ[PARENT_ENV] = info
     return run_id
+
+
+def dead_reason(run, stale_after_hours: float | None = DEFAULT_STALE_AFTER_HOURS,
+                last_activity_ms: int | None = None, now: float | None = None) -> str | None:
+    """Why ``run`` (RUNNING) belongs to a process that is no longer alive, or None when it is
+    alive or cannot be told to be dead. See the module docstring for the rules."""
+    tags = run.data.tags
+    host, pid = tags.get("host"), tags.get(PID_TAG)
+    same_ns = tags.get(PID_NS_TAG, "") == _pid_namespace()
+    if host == socket.gethostname() and pid and same_ns:
+        try:
+            proc = psutil.Process(int(pid))
+            started, zombie = proc.create_time(), proc.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return f"process {pid} on {host} is gone"
+        except (psutil.Error, ValueError):
+            return None
+        if zombie:
+            return f"process {pid} on {host} has exited"
+        recorded = tags.get(PID_STARTED_TAG)
+        if recorded and abs(started - float(recorded)) > 2.0:
+            return f"process {pid} on {host} is gone (the pid now belongs to a later process)"
+        return None
+    if stale_after_hours is None:
+        return None
+    now = time.time() if now is None else now
+    last = max(run.info.start_time or 0, last_activity_ms or 0) / 1000
+    hours = (now - last) / 3600
+    if hours > stale_after_hours:
+        where = f"on {host or 'an unknown host'}" + ("" if pid else ", no pid recorded")
+        return f"its process {where} cannot be checked from here and its last activity was {hours:.0f} h ago (stale_after_hours {stale_after_hours:g})"
+    return None
+
+
+def _search_all(client: MlflowClient, exp: str, filter_string: str) -> list:
+    runs, token = [], None
+    while True:
+        page = client.search_runs([exp], filter_string=filter_string, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def recover_dead_runs(uri: str, experiment_id: str, recovered_by: str,
+                      stale_after_hours: float | None = DEFAULT_STALE_AFTER_HOURS) -> list[tuple[str, str]]:
+    """Mark KILLED every panel2patch run of the experiment (workflow parents and stage runs) left
+    RUNNING by a process that is no longer alive; returns ``(run_id, reason)`` for each."""
+    client = MlflowClient(uri)
+    running = [r for r in _search_all(client, experiment_id, "attributes.status = 'RUNNING'")
+               if r.info.run_id != recovered_by and r.data.tags.get("panel2patch.level") in ("workflow", "stage")]
+    recovered = []
+    for run in running:
+        last = None
+        if run.data.tags.get("panel2patch.level") == "workflow":  # its last activity: its latest job
+            latest = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{run.info.run_id}'",
+                                        max_results=1, order_by=["attributes.start_time DESC"])
+            last = (latest[0].info.end_time or latest[0].info.start_time) if latest else None
+        reason = dead_reason(run, stale_after_hours, last)
+        if reason is None:
+            continue
+        client.set_tag(run.info.run_id, RECOVERED_BY_TAG, recovered_by)
+        client.set_tag(run.info.run_id, RECOVERED_REASON_TAG, reason[:5000])
+        client.set_terminated(run.info.run_id, status="KILLED")
+        recovered.append((run.info.run_id, reason))
+    return recovered
 
 
 def end_workflow_run(results_dir: str | Path, status: str = "FINISHED") -> None:

@@ -12,7 +12,7 @@ rule align_panels:
     benchmark:
         f"{RESULTS}/benchmarks/align/{{shard}}.tsv"
     params:
-        tracking=config["tracking"],
+        tracking=JOB_TRACKING,
         results=RESULTS,
     threads: 1
     resources:

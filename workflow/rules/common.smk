@@ -13,6 +13,9 @@ validate(config, schema="../schemas/config.schema.yaml")
 RESULTS = "results"
 UNITS = discover_units(config["inputs"])
 SHARDS = make_shards(UNITS, config["shard_size"])
+# What a job needs to find its MLflow store (a rule param: a key only the workflow run reads, such
+# as stale_after_hours, stays out so that changing it reruns nothing).
+JOB_TRACKING = {k: config["tracking"][k] for k in ("uri", "experiment")}
 
 
 wildcard_constraints:

@@ -18,7 +18,7 @@ rule corpus_pairs:
         f"{RESULTS}/benchmarks/corpus_pairs/{{shard}}.tsv"
     params:
         cfg=config["corpus"],
-        tracking=config["tracking"],
+        tracking=JOB_TRACKING,
         results=RESULTS,
     threads: 1
     resources:
@@ -42,7 +42,7 @@ rule corpus:
         f"{RESULTS}/benchmarks/corpus/corpus.tsv"
     params:
         cfg=config["corpus"],
-        tracking=config["tracking"],
+        tracking=JOB_TRACKING,
         results=RESULTS,
     threads: 2  # shards written at once (same bytes for any value); raise it in a profile: set-threads: {corpus: 16}
     resources:
@@ -67,7 +67,7 @@ rule corpus_report:
         f"{RESULTS}/benchmarks/corpus/report.tsv"
     params:
         cfg=config["corpus"],
-        tracking=config["tracking"],
+        tracking=JOB_TRACKING,
         results=RESULTS,
         shards=list(SHARDS),
     threads: 1

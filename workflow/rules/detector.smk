@@ -21,7 +21,7 @@ rule train_detector:
         f"{RESULTS}/benchmarks/detector/train_detector.tsv"
     params:
         cfg=config["detector"],
-        tracking=config["tracking"],
+        tracking=JOB_TRACKING,
         results=RESULTS,
     threads: config["detector"]["threads"]
     resources:

@@ -16,7 +16,7 @@ rule ingest:
     params:
         units=shard_units,
         cfg=config["ingest"],
-        tracking=config["tracking"],
+        tracking=JOB_TRACKING,
         results=RESULTS,
     threads: 1
     resources:
@@ -39,7 +39,7 @@ rule ingest_summary:
     benchmark:
         f"{RESULTS}/benchmarks/ingest/summary.tsv"
     params:
-        tracking=config["tracking"],
+        tracking=JOB_TRACKING,
         results=RESULTS,
     threads: 1
     resources:

@@ -24,7 +24,7 @@ rule layout:
         f"{RESULTS}/benchmarks/layout/{{shard}}.tsv"
     params:
         cfg=config["layout"],
-        tracking=config["tracking"],
+        tracking=JOB_TRACKING,
         results=RESULTS,
         ingest_dir=f"{RESULTS}/{{shard}}/ingest",
     threads: 1

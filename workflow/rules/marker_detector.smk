@@ -23,7 +23,7 @@ rule train_marker_detector:
         f"{RESULTS}/benchmarks/markers/train_marker_detector.tsv"
     params:
         cfg=config["markers"]["detector"],
-        tracking=config["tracking"],
+        tracking=JOB_TRACKING,
         results=RESULTS,
     threads: config["markers"]["detector"].get("threads", 1)
     resources:

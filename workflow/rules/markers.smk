@@ -27,7 +27,7 @@ rule markers:
         f"{RESULTS}/benchmarks/markers/{{shard}}.tsv"
     params:
         cfg=config["markers"],
-        tracking=config["tracking"],
+        tracking=JOB_TRACKING,
         results=RESULTS,
     threads: 1
     resources:

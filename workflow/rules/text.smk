@@ -12,7 +12,7 @@ rule text:
     benchmark:
         f"{RESULTS}/benchmarks/text/{{shard}}.tsv"
     params:
-        tracking=config["tracking"],
+        tracking=JOB_TRACKING,
         results=RESULTS,
     threads: 1
     resources:

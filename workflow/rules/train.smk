@@ -29,7 +29,7 @@ rule train:
         overrides=TRAIN["set"],
         deepspeed=TRAIN["deepspeed"],
         launcher=TRAIN["launcher"],
-        tracking=config["tracking"],
+        tracking=JOB_TRACKING,
         results=RESULTS,
     threads: TRAIN["tasks"] * TRAIN["cpus_per_task"]
     resources:
