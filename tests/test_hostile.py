@@ -154,3 +154,87 @@ def test_a_thin_figure_gets_a_panel_box_over_its_whole_size(size):
     res = parse_figure(img, max_side=1000, kinds=False)
     assert (res["width"], res["height"]) == size
     assert [p["bbox"] for p in res["panels"]] == [[0, 0, *size]]
+
+
+# ------------------------------------------------------------------------------------- workflow
+BOMB = """<?xml version="1.0"?>
+<!DOCTYPE article [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">
+<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;"><!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;">
+<!ENTITY e "&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;"><!ENTITY f "&e;&e;&e;&e;&e;&e;&e;&e;&e;&e;">]>
+<article><front><article-meta><article-id pub-id-type="pmc">PMC900001</article-id></article-meta></front>
+<body><fig id="f1"><caption><p>&f;</p></caption><graphic xlink:href="x.png" xmlns:xlink="http://www.w3.org/1999/xlink"/></fig></body></article>"""
+XXE = """<?xml version="1.0"?>
+<!DOCTYPE article [<!ENTITY s SYSTEM "file://{secret}">]>
+<article xmlns:xlink="http://www.w3.org/1999/xlink"><front><article-meta><article-id pub-id-type="pmc">PMC900002</article-id>
+<permissions><license xlink:href="http://creativecommons.org/licenses/by/4.0/"/></permissions></article-meta></front>
+<body><fig id="f1"><caption><p>Leak: &s;</p></caption><graphic xlink:href="fig.png"/></fig></body></article>"""
+XINCLUDE = """<?xml version="1.0"?>
+<article xmlns:xlink="http://www.w3.org/1999/xlink" xmlns:xi="http://www.w3.org/2001/XInclude"><front><article-meta>
+<article-id pub-id-type="pmc">PMC900003</article-id>
+<permissions><license xlink:href="http://creativecommons.org/licenses/by/4.0/"/></permissions></article-meta></front>
+<body><fig id="f1"><caption><p>Leak: <xi:include href="file://{secret}" parse="text"/></p></caption>
+<graphic xlink:href="fig.png"/></fig></body></article>"""
+REMOTE_DTD = """<?xml version="1.0"?>
+<!DOCTYPE article SYSTEM "http://127.0.0.1:9/never.dtd">
+<article xmlns:xlink="http://www.w3.org/1999/xlink"><front><article-meta><article-id pub-id-type="pmc">PMC900004</article-id>
+<permissions><license xlink:href="http://creativecommons.org/licenses/by/4.0/"/></permissions></article-meta></front>
+<body><fig id="f1"><caption><p>A remote DTD is never fetched.</p></caption><graphic xlink:href="fig.png"/></fig></body></article>"""
+
+
+def hostile_corpus(root: Path, secret: Path) -> Path:
+    """A folder of hostile inputs next to one good article (the sample's elife-32671)."""
+    import shutil
+    import tarfile
+
+    import pymupdf
+
+    src = Path(__file__).resolve().parents[1] / "resources" / "sample" / "elife-32671"
+    shutil.copytree(src, root / "good")
+    for name, text in (("bomb", BOMB), ("xxe", XXE), ("xinclude", XINCLUDE), ("dtd", REMOTE_DTD)):
+        (root / name).mkdir()
+        (root / name / f"{name}.nxml").write_text(text.format(secret=secret))
+        png(root / name / "fig.png", seed=3)
+    (root / "malformed").mkdir()
+    (root / "malformed" / "m.nxml").write_text("<article><front><unclosed></article>")
+    article(root / "corrupt", "PMC900005", [("f1", "fig.png")])
+    (root / "corrupt" / "fig.png").write_bytes(b"\x89PNG\r\n\x1a\n not a png at all")
+    article(root / "missing", "PMC900006", [("f1", "nowhere.png")])
+    article(root / "thin", "PMC900007", [("f1", "fig.png")])
+    png(root / "thin" / "fig.png", size=(1, 5000))
+    evil = root / "pkg"
+    evil.mkdir()
+    (evil / "escape.txt").write_text("escaped")
+    with tarfile.open(root / "PMC900008.tar.gz", "w:gz") as tar:
+        tar.add(evil / "escape.txt", arcname="../../escape.txt")
+    shutil.rmtree(evil)
+    doc = pymupdf.open()
+    doc.new_page().insert_text((72, 72), "A PDF with text and no figures.")
+    doc.save(root / "nofigures.pdf")
+    return root
+
+
+@pytest.mark.slow
+def test_hostile_corpus_through_the_workflow(tmp_path_factory):
+    """The real workflow (ingest to corpus) on a folder of hostile items beside one good article:
+    the run succeeds, every bad item is a recorded skip, the good article's figure pairs are kept,
+    nothing is read from outside the inputs and nothing is written outside the results."""
+    from test_workflow import copy_repo, snakemake
+
+    base = tmp_path_factory.mktemp("hostile")
+    secret = base / "secret.txt"
+    secret.write_text("TOPSECRET-4711")
+    work = copy_repo(base / "repo")
+    hostile_corpus(work / "hostile", secret)
+    proc = snakemake(work, "results/corpus/pairs.parquet", "--config", "inputs=[hostile]", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    results = work / "results"
+    skips = pd.concat([pd.read_parquet(p) for p in results.glob("shard-*/ingest/skips.parquet")])
+    pairs = pd.read_parquet(results / "corpus" / "pairs.parquet")
+    assert pairs[(pairs.level == "figure") & pairs.keep].article_id.nunique() >= 1
+    assert pairs[pairs.level == "figure"].figure_id.str.startswith("good__").sum() == 5
+    text = " ".join(skips.fillna("").astype(str).agg(" ".join, axis=1))
+    for item in ("bomb", "malformed", "corrupt", "missing", "PMC900008", "nofigures"):
+        assert item in text, (item, skips.to_string()[:3000])
+    leaked = [p for p in results.rglob("*") if p.is_file() and b"TOPSECRET-4711" in p.read_bytes()]
+    assert not leaked
+    assert not list(base.rglob("escape.txt"))
