@@ -95,6 +95,26 @@ def manifest(data_dir: str | Path) -> dict:
     return {"digest": hashlib.sha256("\n".join(lines).encode()).hexdigest(), "sizes_sha256": sizes_sha, "shards": shards}
 
 
+def licence_counts(data_dir: str | Path, split: str = "train") -> dict[str, dict[str, int]]:
+    """Pairs of ``split`` per licence and level, from the samples' JSON (``licence_code`` when the
+    corpus stage set it, else the ``licence`` text; "unknown" without either):
+    ``{licence: {"figure": n, "panel": n, "patch": n}}``.  Reads only the JSON members."""
+    import tarfile
+
+    counts: dict[str, dict[str, int]] = {}
+    names = sorted(n for n in read_sizes(data_dir) if n.startswith(f"{split}-"))
+    for name in names:
+        with tarfile.open(Path(data_dir) / name) as tar:
+            for member in tar:
+                if not member.isfile() or not member.name.endswith(".json"):
+                    continue
+                meta = json.loads(tar.extractfile(member).read())
+                lic = meta.get("licence_code") or meta.get("licence") or "unknown"
+                row = counts.setdefault(str(lic), dict.fromkeys(LEVELS, 0))
+                row[meta.get("level", "figure")] = row.get(meta.get("level", "figure"), 0) + 1
+    return dict(sorted(counts.items()))
+
+
 # ------------------------------------------------------------------------------------ pipeline
 def _decode(sample: dict) -> dict:
     from PIL import Image
