@@ -5,9 +5,12 @@ Format (what the corpus stage writes and :func:`write_synthetic_shards` imitates
     <dir>/train-000000.tar  train-000001.tar ...  val-000000.tar ...   # <split>-<6 digits>.tar
     <dir>/sizes.json        {"train-000000.tar": 412, "val-000000.tar": 37, ...}  # pairs per shard
 
-One tar member pair per image-text pair, keyed by a unique ``__key__`` (no dots in it):
+Three tar members per image-text pair, keyed by a unique ``__key__``: the pair id with "." made
+"_" (WebDataset splits member names at the first dot; "-2" ... on a clash within a shard):
 
 * ``<key>.jpg`` (or ``.png``): the image, RGB; a figure, a panel crop or a patch crop.
+* ``<key>.txt``: the text (UTF-8), the JSON's ``text`` again, for open_clip_train's webdataset
+  loader (``python -m open_clip_train.main --dataset-type webdataset --train-data <dir>/train-{...}.tar``).
 * ``<key>.json``::
 
     {"level": "figure" | "panel" | "patch",
@@ -365,7 +368,7 @@ def write_synthetic_shards(
                 n = 0
                 for samples in figs[k : k + figures_per_shard]:
                     for key, jpg, meta in samples:
-                        tw.write({"__key__": key, "jpg": jpg, "json": json.dumps(meta).encode()})
+                        tw.write({"__key__": key, "jpg": jpg, "txt": meta["text"].encode(), "json": json.dumps(meta).encode()})
                         n += 1
             sizes[name] = n
     (out_dir / "sizes.json").write_text(json.dumps(sizes, indent=1, sort_keys=True))
