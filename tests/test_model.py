@@ -206,7 +206,8 @@ def test_export_loads_with_open_clip_and_transformers_as_a_user_would(tmp_path, 
         assert torch.allclose(got_img, want_img, atol=1e-6, rtol=0) and torch.allclose(got_txt, want_txt, atol=1e-6, rtol=0)
 
     # transformers alone on text/: the encoder, then the card's pooling + the projection from the weights
-    hf, hf_tok = AutoModel.from_pretrained(str(folder / "text")).eval(), AutoTokenizer.from_pretrained(str(folder / "text"))
+    hf = AutoModel.from_pretrained(str(folder / "text"), add_pooling_layer=False).eval()  # no pooler head trained
+    hf_tok = AutoTokenizer.from_pretrained(str(folder / "text"))
     enc = hf_tok(texts, padding="max_length", max_length=32, truncation=True, return_tensors="pt")
     assert torch.equal(enc["input_ids"], tiny.tokenizer()(texts))
     proj = load_file(str(folder / "open_clip_model.safetensors"))["text.proj.weight"]
