@@ -166,3 +166,65 @@ def test_freeze_vision_except_last():
     model.freeze_vision_except_last(1, train_head=False)
     model.encode_image(images(2)).sum().backward()
     assert blocks[0].attn.in_proj_weight.grad is None and blocks[3].attn.in_proj_weight.grad is not None
+
+
+def test_export_loads_with_open_clip_and_transformers_as_a_user_would(tmp_path, monkeypatch):
+    """The saved folder through open_clip's public API (``local-dir:``) and its ``text/`` through
+    transformers alone give our embeddings; so does a copy elsewhere once repointed."""
+    import shutil
+
+    import open_clip
+    from PIL import Image
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoTokenizer
+
+    from panel2patch.model import repoint_open_clip_folder
+
+    torch.manual_seed(7)
+    tiny = build_model("tiny").eval()
+    with torch.no_grad():
+        tiny.logit_bias.fill_(-3.5)  # a trained value, not the init: must come from the weights
+    texts = [SENTENCE, "kidney section", "an arrowhead marks the duct"]
+    pil = [Image.new("RGB", (300, 200), (200, 30, 30)), Image.new("RGB", (90, 160), (20, 90, 200))]
+    ours_pre = tiny.image_transform()
+    x = torch.stack([ours_pre(im) for im in pil])
+    want_img, want_txt = tiny.encode_image(x).detach(), tiny.encode_text(tiny.tokenizer()(texts)).detach()
+    folder = tiny.save_pretrained(tmp_path / "final")
+
+    monkeypatch.chdir(tmp_path.parent)  # a user somewhere else, absolute or relative paths alike
+    for name in (f"local-dir:{folder}", f"local-dir:{os.path.relpath(folder)}"):
+        model, _, preprocess = open_clip.create_model_and_transforms(name)
+        tokenizer = open_clip.get_tokenizer(name)
+        model.eval()
+        assert type(model).__name__ == "CustomTextCLIP" and model.logit_bias.item() == pytest.approx(-3.5)
+        pixels = torch.stack([preprocess(im) for im in pil])
+        assert torch.equal(pixels, x)
+        ids = tokenizer(texts)
+        assert torch.equal(ids, tiny.tokenizer()(texts))
+        with torch.no_grad():
+            got_img, got_txt = model.encode_image(pixels, normalize=True), model.encode_text(ids, normalize=True)
+        assert torch.allclose(got_img, want_img, atol=1e-6, rtol=0) and torch.allclose(got_txt, want_txt, atol=1e-6, rtol=0)
+
+    # transformers alone on text/: the encoder, then the card's pooling + the projection from the weights
+    hf = AutoModel.from_pretrained(str(folder / "text"), add_pooling_layer=False).eval()  # no pooler head trained
+    hf_tok = AutoTokenizer.from_pretrained(str(folder / "text"))
+    enc = hf_tok(texts, padding="max_length", max_length=32, truncation=True, return_tensors="pt")
+    assert torch.equal(enc["input_ids"], tiny.tokenizer()(texts))
+    proj = load_file(str(folder / "open_clip_model.safetensors"))["text.proj.weight"]
+    with torch.no_grad():
+        h = hf(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+    m = enc["attention_mask"].unsqueeze(-1).float()  # mean_pooler (tiny's hf_pooler_type)
+    got = torch.nn.functional.normalize(((h * m).sum(1) / m.sum(1)) @ proj.T, dim=-1)
+    assert torch.allclose(got, want_txt, atol=1e-6, rtol=0)
+
+    # a copy elsewhere with the original gone: repointed, it loads again (our loader needs no repoint)
+    moved = shutil.copytree(folder, tmp_path / "moved")
+    shutil.rmtree(folder)
+    with pytest.raises(OSError):  # transformers: the text/ it names is gone
+        open_clip.create_model_and_transforms(f"local-dir:{moved}")
+    ours = build_model(None, init=f"path:{moved}").eval()
+    repoint_open_clip_folder(moved)
+    model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{moved}")
+    with torch.no_grad():
+        assert torch.allclose(model.eval().encode_image(x, normalize=True), want_img, atol=1e-6, rtol=0)
+        assert torch.equal(ours.encode_text(tiny.tokenizer()(texts)), want_txt)

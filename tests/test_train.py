@@ -455,3 +455,53 @@ def test_zero3_config_trains_and_exports(shards, tmp_path):
 
     model = build_model(None, init=f"path:{out / 'final'}")
     assert model.logit_scale.dim() == 0 and model.visual.conv1.weight.dtype == torch.float32
+
+
+@pytest.mark.slow
+def test_export_is_an_open_clip_folder_with_a_full_model_card(shards, tmp_path):
+    """Plain torch, one process, 2 steps on figure + panel, with a test split and MLflow: the
+    final folder loads with open_clip as it is (same embeddings as ours) and its card names the
+    commit, the MLflow run, the weights' sha256, the licences of the training pairs and test
+    recall per level (patch: none, and why)."""
+    import shutil
+
+    import open_clip
+
+    from panel2patch.model.clip import build_model
+    from panel2patch.tracking import sha256_path
+
+    data = tmp_path / "data"
+    shutil.copytree(shards, data)
+    sizes = json.loads((data / "sizes.json").read_text())
+    shutil.copy(data / "val-000000.tar", data / "test-000000.tar")  # a test split for the card
+    (data / "sizes.json").write_text(json.dumps({**sizes, "test-000000.tar": sizes["val-000000.tar"]}))
+    out = tmp_path / "run"
+    res = _train(["--config", str(TINY), "--data", str(data), "--output-dir", str(out), "--no-deepspeed",
+                  "--set", "max_steps=2", "--set", "micro_batch=8", "--set", "levels=[figure, panel]",
+                  "--set", f"mlflow.results_dir={tmp_path}"], tmp_path)
+    assert res.returncode == 0, res.stderr[-5000:]
+    final = out / "final"
+    card = (final / "README.md").read_text()
+    result = json.loads((out / "result.json").read_text())
+    from mlflow.tracking import MlflowClient
+
+    [run] = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_runs(
+        [e.experiment_id for e in MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").search_experiments()])
+    assert f"MLflow run id: `{run.info.run_id}`" in card and "test/panel/i2t_r1" in run.data.metrics
+    sha = sha256_path(final / "open_clip_model.safetensors")
+    assert result["weights_sha256"] == sha and sha in card
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    assert f"git commit: `{commit}" in card
+    assert "| CC BY 4.0 (eLife sample, synthetic crops) |" in card and "library_name: open_clip" in card
+    test = card.split("## Test")[1]
+    assert f"| panel | {int(result['test']['test/panel/n'])} | i2t_r1 " in test
+    assert "| patch | 0 | none: not trained in this run (levels: figure, panel) |" in test
+    assert "max_steps: 2" in card  # the run config
+
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{final}")
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{final}")
+    ours = build_model(None, init=f"path:{final}").eval()
+    ids, x = tokenizer(["red nuclei in sample 3."]), torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model.eval().encode_text(ids, normalize=True), ours.encode_text(ids), atol=1e-6, rtol=0)
+        assert torch.allclose(model.encode_image(x, normalize=True), ours.encode_image(x), atol=1e-6, rtol=0)

@@ -4,7 +4,7 @@ library and check what the trainer and a reviewer rely on.
     panel2patch corpus-check results/corpus
 
 Checks: ``sizes.json`` and ``manifest.parquet`` agree with the tars (pairs, sha256); every sample
-has an image that decodes and a non-empty text; ids are unique; every panel's parent is a figure
+has an image that decodes, a non-empty text and a ``.txt`` member equal to it; ids are unique; every panel's parent is a figure
 and every patch's parent a panel of the same figure, article and split, present in the corpus; a
 figure's pairs are contiguous in one shard; each shard holds one split; no article is in two splits.
 """
@@ -26,10 +26,12 @@ PARENT_LEVEL = {"panel": "figure", "patch": "panel"}
 
 
 def read_samples(shard: str | Path) -> list[dict]:
-    """The samples of one shard: their JSON plus ``__key__`` and the raw image bytes (``_image``)."""
+    """The samples of one shard: their JSON plus ``__key__``, the raw image bytes (``_image``) and
+    the ``.txt`` member (``_txt``, None without one)."""
     out = []
-    for s in wds.WebDataset(str(shard), shardshuffle=False, empty_check=False):
-        out.append({**json.loads(s["json"]), "__key__": s["__key__"], "_image": s.get("jpg") or s.get("png")})
+    for s in wds.DataPipeline(wds.SimpleShardList([str(shard)]), wds.tarfile_to_samples()):
+        out.append({**json.loads(s["json"]), "__key__": s["__key__"], "_image": s.get("jpg") or s.get("png"),
+                    "_txt": s["txt"].decode("utf-8") if "txt" in s else None})
     return out
 
 
@@ -62,6 +64,8 @@ def check_corpus(corpus_dir: str | Path, decode_images: bool = True) -> tuple[li
             article_splits[s.get("article_id")].add(s.get("split"))
             if not (s.get("text") or "").strip():
                 problems.append(f"{name}: {sid} has no text")
+            if s["_txt"] != s.get("text"):  # open_clip_train reads the .txt member, drops a sample without
+                problems.append(f"{name}: {sid} .txt member " + ("missing" if s["_txt"] is None else "differs from the JSON text"))
             if not s["_image"]:
                 problems.append(f"{name}: {sid} has no image")
             elif decode_images:

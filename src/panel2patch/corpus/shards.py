@@ -1,7 +1,9 @@
 """WebDataset shards of the kept pairs, in the format :mod:`panel2patch.train.data` documents.
 
 One stream for all levels with a ``level`` field in each sample's JSON (so a figure, its panels
-and their patches sit together in one shard, which the cross-level loss needs), shards named
+and their patches sit together in one shard, which the cross-level loss needs), the pair's text
+also as a ``<key>.txt`` member (so ``python -m open_clip_train.main --dataset-type webdataset``
+trains on the shards as they are: it reads ``jpg;png`` + ``txt``), shards named
 ``<split>-<6 digits>.tar``, ``sizes.json`` beside them. Shards are reproducible: figures are
 ordered by a seeded shuffle, tar members carry fixed metadata (mtime 0, no user names), images
 are the stage files' bytes unless they exceed ``image_max_side`` (then resized and re-encoded),
@@ -52,7 +54,9 @@ def image_bytes(path: str | Path, max_side: int | None) -> tuple[bytes, str]:
 
 
 def _key(pair_id: str, used: set[str]) -> str:
-    """A tar ``__key__`` from a pair id: no dots (WebDataset splits member names at the first dot)."""
+    """A tar ``__key__`` from a pair id: the id with every "." made "_" (WebDataset and
+    open_clip_train split member names at the first dot), and "-2", "-3" ... appended should two
+    ids of one shard meet that way.  The exact id is the JSON's ``id``."""
     key = pair_id.replace(".", "_")
     n = 1
     while key in used:
@@ -112,7 +116,8 @@ def write_shards(pairs: pd.DataFrame, out_dir: str | Path, max_pairs: int = 1000
         with open(tmp, "wb") as fh, wds.TarWriter(fh, user="", group="", mtime=0, encoder=False) as sink:
             for row in part.itertuples():
                 data, ext = image_bytes(row.image_path, image_max_side)
-                sink.write({"__key__": _key(row.pair_id, used), ext: data, "json": _sample_json(row)})
+                sink.write({"__key__": _key(row.pair_id, used), ext: data, "txt": str(row.text).encode("utf-8"),
+                            "json": _sample_json(row)})
         tmp.replace(out_dir / name)
         counts = part.level.value_counts()
         return {"shard": name, "split": split, "path": str(out_dir / name),

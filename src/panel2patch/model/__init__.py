@@ -9,6 +9,7 @@ from panel2patch.model.clip import (
     list_configs,
     load_config,
     minilm_dir,
+    repoint_open_clip_folder,
 )
 
-__all__ = ["Panel2PatchCLIP", "Tokenizer", "build_model", "count_parameters", "list_configs", "load_config", "minilm_dir"]
+__all__ = ["Panel2PatchCLIP", "Tokenizer", "build_model", "count_parameters", "list_configs", "load_config", "minilm_dir", "repoint_open_clip_folder"]

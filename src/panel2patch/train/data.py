@@ -5,9 +5,12 @@ Format (what the corpus stage writes and :func:`write_synthetic_shards` imitates
     <dir>/train-000000.tar  train-000001.tar ...  val-000000.tar ...   # <split>-<6 digits>.tar
     <dir>/sizes.json        {"train-000000.tar": 412, "val-000000.tar": 37, ...}  # pairs per shard
 
-One tar member pair per image-text pair, keyed by a unique ``__key__`` (no dots in it):
+Three tar members per image-text pair, keyed by a unique ``__key__``: the pair id with "." made
+"_" (WebDataset splits member names at the first dot; "-2" ... on a clash within a shard):
 
 * ``<key>.jpg`` (or ``.png``): the image, RGB; a figure, a panel crop or a patch crop.
+* ``<key>.txt``: the text (UTF-8), the JSON's ``text`` again, for open_clip_train's webdataset
+  loader (``python -m open_clip_train.main --dataset-type webdataset --train-data <dir>/train-{...}.tar``).
 * ``<key>.json``::
 
     {"level": "figure" | "panel" | "patch",
@@ -93,6 +96,26 @@ def manifest(data_dir: str | Path) -> dict:
     sizes_sha = sha256_path(data_dir / "sizes.json")
     lines = [f"sizes.json {sizes_sha}"] + [f"{n} {v['sha256']}" for n, v in shards.items()]
     return {"digest": hashlib.sha256("\n".join(lines).encode()).hexdigest(), "sizes_sha256": sizes_sha, "shards": shards}
+
+
+def licence_counts(data_dir: str | Path, split: str = "train") -> dict[str, dict[str, int]]:
+    """Pairs of ``split`` per licence and level, from the samples' JSON (``licence_code`` when the
+    corpus stage set it, else the ``licence`` text; "unknown" without either):
+    ``{licence: {"figure": n, "panel": n, "patch": n}}``.  Reads only the JSON members."""
+    import tarfile
+
+    counts: dict[str, dict[str, int]] = {}
+    names = sorted(n for n in read_sizes(data_dir) if n.startswith(f"{split}-"))
+    for name in names:
+        with tarfile.open(Path(data_dir) / name) as tar:
+            for member in tar:
+                if not member.isfile() or not member.name.endswith(".json"):
+                    continue
+                meta = json.loads(tar.extractfile(member).read())
+                lic = meta.get("licence_code") or meta.get("licence") or "unknown"
+                row = counts.setdefault(str(lic), dict.fromkeys(LEVELS, 0))
+                row[meta.get("level", "figure")] = row.get(meta.get("level", "figure"), 0) + 1
+    return dict(sorted(counts.items()))
 
 
 # ------------------------------------------------------------------------------------ pipeline
@@ -345,7 +368,7 @@ def write_synthetic_shards(
                 n = 0
                 for samples in figs[k : k + figures_per_shard]:
                     for key, jpg, meta in samples:
-                        tw.write({"__key__": key, "jpg": jpg, "json": json.dumps(meta).encode()})
+                        tw.write({"__key__": key, "jpg": jpg, "txt": meta["text"].encode(), "json": json.dumps(meta).encode()})
                         n += 1
             sizes[name] = n
     (out_dir / "sizes.json").write_text(json.dumps(sizes, indent=1, sort_keys=True))

@@ -41,7 +41,8 @@ Output directory::
 
     <output_dir>/checkpoints/step00000010/...   DeepSpeed checkpoint (all ranks write) + rng_rank<r>.pt
     <output_dir>/checkpoints/latest             DeepSpeed's pointer; a rerun resumes from it
-    <output_dir>/final/                         save_pretrained (open_clip layout) + README.md model card
+    <output_dir>/final/                         save_pretrained (open_clip local-dir folder, text/ for transformers)
+                                                + README.md model card (provenance, licences, val and test recall)
     <output_dir>/run_config.yaml, ds_config.json, metrics.jsonl
 
 Resume restores weights, optimizer, LR schedule, the step, the data position (epoch, batches
@@ -352,25 +353,95 @@ def set_rng_state(s: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------- export
-def model_card(cfg: dict, manifest: dict, metrics: dict, step: int, world: int) -> str:
+def git_commit(repo: Path = REPO) -> str:
+    """HEAD of the repository the trainer runs from ("-dirty" with uncommitted changes to tracked
+    files), or "unknown" outside a git checkout."""
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=30)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode:
+            return "unknown"
+        dirty = git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+        return head.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _metric_lines(metrics: dict, prefix: str, levels: list[str], why_none: dict[str, str]) -> list[str]:
+    """One line per level: R@1/5/10 both ways and n, or why the level has none."""
+    lines = []
+    for lvl in LEVELS:
+        m = {k.rsplit("/", 1)[1]: v for k, v in metrics.items() if k.startswith(f"{prefix}/{lvl}/")}
+        if m:
+            recalls = ", ".join(f"{d}_r{k} {m[f'{d}_r{k}']:.4f}" for d in ("i2t", "t2i") for k in (1, 5, 10))
+            lines.append(f"| {lvl} | {int(m['n'])} | {recalls} |")
+        else:
+            why = why_none.get(lvl) or (f"not trained in this run (levels: {', '.join(levels)})" if lvl not in levels
+                                        else f"no {lvl} pairs in this split")
+            lines.append(f"| {lvl} | 0 | none: {why} |")
+    return ["| level | pairs | recall (each pair's own text is its only positive) |", "|---|---|---|", *lines]
+
+
+def model_card(cfg: dict, manifest: dict, metrics: dict, step: int, world: int, *, test_metrics: dict | None = None,
+               test_none: str | None = None, licences: dict | None = None, commit: str = "unknown",
+               run_id: str | None = None, weights_sha256: str | None = None) -> str:
+    """The README.md of the exported folder: how to load it (open_clip, transformers, ours), data
+    (manifest digest, licences of the training pairs), run config, git commit, MLflow run id,
+    weights sha256, validation and test recall per level."""
+    levels = list(cfg["levels"])
     lines = [
         "---", "library_name: open_clip", "license: apache-2.0", "tags: [clip, biomedical, panel2patch]", "---", "",
-        f"# panel2patch {cfg['model']} ({'+'.join(cfg['levels'])}, schedule {cfg['schedule']})", "",
-        "Granularity-aware image-text model trained with `python -m panel2patch.train.main`.",
-        "Load with `panel2patch.model.build_model(None, init='path:<this folder>')`, or with open_clip",
-        "(`open_clip_config.json` + `open_clip_model.safetensors`, CustomTextCLIP with an HF text tower).", "",
+        f"# panel2patch {cfg['model']} ({'+'.join(levels)}, schedule {cfg['schedule']})", "",
+        "Granularity-aware image-text model trained with `python -m panel2patch.train.main`.", "",
+        "## Use", "",
+        "```python",
+        "import open_clip",
+        "model, _, preprocess = open_clip.create_model_and_transforms('local-dir:<this folder>')",
+        "tokenizer = open_clip.get_tokenizer('local-dir:<this folder>')",
+        "# the text encoder alone (no projection into the joint space):",
+        "from transformers import AutoModel, AutoTokenizer",
+        "text = AutoModel.from_pretrained('<this folder>/text', add_pooling_layer=False)  # BERT: no pooler head was trained",
+        "tok = AutoTokenizer.from_pretrained('<this folder>/text')",
+        "# panel2patch: panel2patch.model.build_model(None, init='path:<this folder>')",
+        "```", "",
+        "open_clip reads the text tower's architecture from `text_cfg.hf_model_name` in `open_clip_config.json`, the",
+        "absolute path of `text/` when the folder was written; after moving the folder run",
+        "`python -c \"from panel2patch.model import repoint_open_clip_folder as r; r('<new place>')\"`",
+        "(or set `hf_model_name` / `hf_tokenizer_name` to a hub id holding `text/` before uploading).", "",
+        "## Provenance", "",
+        f"- git commit: `{commit}`",
+        f"- MLflow run id: `{run_id}`" if run_id else "- MLflow run id: none (MLflow was disabled for this run)",
+        f"- `open_clip_model.safetensors` sha256: `{weights_sha256}`" if weights_sha256 else "- weights sha256: not computed",
+        "",
         "## Data", "",
         f"- data manifest digest (sha256 over sizes.json and every shard's sha256): `{manifest['digest']}`",
         f"- sizes.json sha256: `{manifest['sizes_sha256']}`; {len(manifest['shards'])} shards, "
         f"{sum(v['pairs'] for v in manifest['shards'].values())} pairs", "",
-        "## Training", "",
+        "Licences of the training pairs (train split, all levels in the shards; the run trained on the levels "
+        f"{', '.join(levels)}):", "",
+    ]
+    if licences:
+        lines += ["| licence | figure | panel | patch | total |", "|---|---|---|---|---|"]
+        lines += [f"| {lic} | {c.get('figure', 0)} | {c.get('panel', 0)} | {c.get('patch', 0)} | {sum(c.values())} |"
+                  for lic, c in licences.items()]
+    else:
+        lines.append("- unknown (no training pairs read)")
+    lines += [
+        "", "## Training", "",
         f"- optimizer steps: {step}; world size {world}; micro batch {cfg['micro_batch']} x accum {cfg['grad_accum']} x "
         f"world {world} = {cfg['micro_batch'] * cfg['grad_accum'] * world} pairs per step",
         f"- lr {cfg['lr']}, wd {cfg['wd']}, loss weights {json.dumps(cfg['weights'])}, seed {cfg['seed']}",
         f"- engine: {'DeepSpeed ' + Path(cfg['deepspeed']).name if cfg['use_deepspeed'] else 'plain torch / DDP'}", "",
-        "## Validation (last)", "",
+        "Run config:", "", "```yaml", yaml.safe_dump(cfg, sort_keys=False).rstrip(), "```", "",
+        "## Validation (last, val split)", "",
+        *_metric_lines(metrics, "val", levels, {}), "",
+        "## Test (test split, final weights)", "",
+        *_metric_lines(test_metrics or {}, "test", levels, {lvl: test_none for lvl in LEVELS} if test_none else {}),
     ]
-    lines += [f"- {k}: {v:.4f}" for k, v in sorted(metrics.items())] or ["- none"]
     return "\n".join(lines) + "\n"
 
 
@@ -544,14 +615,14 @@ def main(argv: list[str] | None = None) -> dict:
         out = engine(images=images, ids=ids.to(device))
         return out["image_features"], out["text_features"]
 
-    def validate(at: int) -> dict:
+    def validate(at: int, split: str = "val") -> dict:
         engine.eval()
-        batches = D.iterate_split(cfg["data"], "val", transform, tokenizer, cfg["eval_batch"], cfg["levels"])
+        batches = D.iterate_split(cfg["data"], split, transform, tokenizer, cfg["eval_batch"], cfg["levels"])
         with torch.no_grad():
-            m = evaluate(encode, batches, cfg["levels"])
+            m = {k.replace("val/", f"{split}/", 1): v for k, v in evaluate(encode, batches, cfg["levels"]).items()}
         engine.train()
         log_metrics(m, at)
-        log.info("validation at step %d: %s", at, {k: round(v, 3) for k, v in m.items()})
+        log.info("%s at step %d: %s", "validation" if split == "val" else split, at, {k: round(v, 3) for k, v in m.items()})
         return m
 
     # --- loop
@@ -612,14 +683,19 @@ def main(argv: list[str] | None = None) -> dict:
                 val_metrics = validate(step)
             t0 = time.perf_counter()
 
-    # --- end: final checkpoint (all ranks), validation, export (rank 0)
+    # --- end: final checkpoint (all ranks), validation, test, export (rank 0)
     if not val_metrics:
         val_metrics = validate(step)
+    test_metrics, test_none = {}, None
+    if D.count_pairs(cfg["data"], "test"):  # sizes.json lists test-* shards with pairs
+        test_metrics = validate(step, "test")  # test/<level>/...: reported, never used to choose anything
+    else:
+        test_none = "the corpus has no test pairs (no test-* shard in sizes.json)"
     tag, latest = f"step{step:08d}", ckpt_dir / "latest"
     final_ckpt = ckpt_dir / tag if latest.is_file() and latest.read_text().strip() == tag else save(step)
     sd = fp32_state_dict(engine, final_ckpt, use_ds)
-    result = {"step": step, "epoch": epoch, "world_size": world, "val": val_metrics, "losses": last_losses,
-              "output_dir": str(out_dir)}
+    result = {"step": step, "epoch": epoch, "world_size": world, "val": val_metrics, "test": test_metrics,
+              "losses": last_losses, "output_dir": str(out_dir)}
     if rank == 0:
         from panel2patch.model.clip import Panel2PatchCLIP, load_state_dict
 
@@ -631,7 +707,15 @@ def main(argv: list[str] | None = None) -> dict:
         final = export.save_pretrained(out_dir / "final")
         man = D.manifest(cfg["data"])
         (final / "data_manifest.json").write_text(json.dumps(man, indent=1))
-        (final / "README.md").write_text(model_card(cfg, man, val_metrics, step, world))
+        from panel2patch.model.clip import WEIGHTS_FILE
+        from panel2patch.tracking import sha256_path
+
+        weights_sha = sha256_path(final / WEIGHTS_FILE)
+        (final / "README.md").write_text(model_card(
+            cfg, man, val_metrics, step, world, test_metrics=test_metrics, test_none=test_none,
+            licences=D.licence_counts(cfg["data"], "train"), commit=git_commit(),
+            run_id=run.run_id if run is not None else None, weights_sha256=weights_sha))
+        result["weights_sha256"] = weights_sha
         result["final"] = str(final)
         result["manifest_digest"] = man["digest"]
         if run is not None:
