@@ -1,4 +1,4 @@
-# Helpers shared by all rule files: config validation, input discovery, sharding, tracking.
+# Helpers shared by all rule files (config validation, input discovery, sharding, tracking).
 import sys
 
 import pandas as pd
@@ -6,8 +6,11 @@ from snakemake.utils import validate
 
 from panel2patch import tracking
 from panel2patch.ingest import discover_units, make_shards
+from panel2patch.smk import coerce_overrides
 
 
+# --config values are typed by the schema (nested ones arrive as strings), then validated
+coerce_overrides(config, workflow.config_settings.overwrite_config, workflow.source_path("../schemas/config.schema.yaml"))
 validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = "results"
