@@ -12,7 +12,11 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
+include: "workflow/rules/inputs.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/text.smk"
 include: "workflow/rules/layout.smk"

@@ -373,7 +373,7 @@ def test_cli_round_trip(tmp_path):
         [sys.executable, "-m", "panel2patch.cli", "split-caption", "--in", str(src), "--out", str(dst)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
     )
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # two lines failed, every line has its record
     assert "4 records, 2 errors" in proc.stderr
     out = [json.loads(x) for x in dst.read_text().splitlines()]
     assert [r.get("id") for r in out] == ["f1", None, "f3", "f4"]

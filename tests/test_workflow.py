@@ -35,8 +35,9 @@ def copy_repo(dest: Path) -> Path:
 
 
 def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(workdir / "src"), os.environ.get("PYTHONPATH")]))}
+    env.pop("MLFLOW_TRACKING_URI", None)  # the copy runs its own package (its src/ first on the path)
     return subprocess.run([SNAKEMAKE, "--cores", "2", *args], cwd=workdir, capture_output=True, text=True,
                           timeout=timeout, env=env)
 
@@ -131,3 +132,103 @@ def test_bad_config_is_a_clear_error(demo):
     assert proc.returncode != 0 and "shard_size" in proc.stdout + proc.stderr
     proc = snakemake(demo, "-n", "--config", "inputs=[no/such/folder]")
     assert proc.returncode != 0 and "input path does not exist: no/such/folder" in proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+    """A copy of the repository with no results (for checks that run nothing)."""
+    return copy_repo(tmp_path_factory.mktemp("fresh"))
+
+
+def test_lint_is_clean(fresh):
+    proc = snakemake(fresh, "--lint")
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    assert "Lints for" not in proc.stdout + proc.stderr
+
+
+def test_nested_config_override_merges_into_the_defaults_and_validates(fresh):
+    proc = snakemake(fresh, "-n", "--config", "layout={max_side: 900}", "corpus={split: {val: 0.2}}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = snakemake(fresh, "-n", "--config", "layout={max_side: 90}")  # typed, merged, then validated
+    assert proc.returncode != 0 and "90 is less than the minimum of 200" in proc.stdout + proc.stderr
+    proc = snakemake(fresh, "-n", "--config", "layout={reader: sideways}")
+    assert proc.returncode != 0 and "'sideways' is not one of" in proc.stdout + proc.stderr
+
+
+def _fake_conda(root: Path) -> Path:
+    """A stand-in for conda on PATH: answers Snakemake's version and info queries, and `conda env
+    create` makes the prefix with a `python` that records its arguments (no packages installed)."""
+    bin_ = root / "bin"
+    bin_.mkdir(parents=True)
+    (bin_ / "activate").write_text('PATH="$1/bin:$PATH"\n')
+    (bin_ / "conda").write_text(f"""#!/bin/sh
+case "$*" in
+  "--version") echo "conda 24.11.3" ;;
+  "info --json") echo '{{"conda_prefix": "{root}", "platform": "linux-64"}}' ;;
+  "config --get channel_priority --json") echo '{{"get": {{"channel_priority": "strict"}}}}' ;;
+  env\\ create*)
+    prefix=$(echo "$*" | sed -n 's/.*--prefix "\\{{0,1\\}}\\([^" ]*\\).*/\\1/p')
+    mkdir -p "$prefix/bin"
+    printf '#!/bin/sh\\necho "$@" >> "{root}/python-calls"\\n' > "$prefix/bin/python"
+    chmod +x "$prefix/bin/python" ;;
+  clean*) ;;
+  *) echo "fake conda: $*" >&2; exit 1 ;;
+esac
+""")
+    (bin_ / "conda").chmod(0o755)
+    return bin_
+
+
+def test_every_rule_has_a_conda_env_that_installs_this_checkout(fresh, tmp_path):
+    """With --software-deployment-method conda, Snakemake creates the env under the conda prefix and
+    runs envs/panel2patch.post-deploy.sh there; it installs this checkout, whatever the prefix."""
+    bin_ = _fake_conda(tmp_path / "conda")
+    env = {**os.environ, "PATH": f"{bin_}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    base = [SNAKEMAKE, "--cores", "1", "--software-deployment-method", "conda"]
+    listed = subprocess.run([*base, "--list-conda-envs"], cwd=fresh, capture_output=True, text=True, env=env, timeout=300)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    assert "envs/panel2patch.yaml" in listed.stdout
+    dry = subprocess.run([*base, "-n"], cwd=fresh, capture_output=True, text=True, env=env, timeout=300)
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    for prefix in ([], ["--conda-prefix", str(tmp_path / "elsewhere")]):
+        made = subprocess.run([*base, "--conda-create-envs-only", *prefix], cwd=fresh, capture_output=True, text=True,
+                              env=env, timeout=300)
+        assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
+        calls = (tmp_path / "conda" / "python-calls").read_text().splitlines()
+        assert calls[-1].split() == ["-m", "pip", "install", "--no-input", "-e", str(fresh)]
+        assert (fresh / "pyproject.toml").is_file()
+
+
+def test_library_edits_rerun_only_the_rules_that_run_them(demo):
+    lib = demo / "src/panel2patch/layout/letters.py"
+    text, stat = lib.read_text(), lib.stat()
+    try:
+        lib.write_text(text + "# an edit to the layout code\n")  # content, not just mtime (Snakemake checksums inputs)
+        proc = snakemake(demo, "-n")
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, out[-3000:]
+        planned = {line.split()[0] for line in out[out.index("Job stats"):].splitlines()[3:] if line.split()[:1]
+                   and line.split()[0] != "total" and line.split()[-1].isdigit()}
+        assert {"layout", "markers", "align_panels", "corpus_pairs", "corpus"} <= planned, out
+        assert not planned & {"ingest", "text", "ingest_summary"}, out
+    finally:
+        lib.write_text(text)
+        os.utime(lib, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert "Nothing to be done" in (lambda p: p.stdout + p.stderr)(snakemake(demo, "-n"))
+
+
+def test_report_holds_the_results(demo, tmp_path):
+    import zipfile
+
+    proc = snakemake(demo, "--report", str(tmp_path / "report.zip"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    names = zipfile.ZipFile(tmp_path / "report.zip").namelist()
+    for result in ("ingest/summary.json", "ingest/skips.tsv", "corpus/yield.json", "corpus/report.html",
+                   "train/tiny/result.json"):
+        assert any(n.endswith(result.rsplit("/", 1)[1]) for n in names), (result, names)
+    standalone = (demo / "results/corpus/report.html").read_text()
+    assert "10.7554_eLife.01222__fig4" in standalone and 'src="data:image/jpeg;base64,' in standalone
+    assert 'src="img/' not in standalone  # the QC report with its drawn figures in one file
+    proc = snakemake(demo, "--report", str(tmp_path / "report.html"))  # a single self-contained page too
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (tmp_path / "report.html").stat().st_size > len(standalone)

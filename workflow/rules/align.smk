@@ -5,6 +5,7 @@ rule align_panels:
     input:
         panels=f"{RESULTS}/{{shard}}/layout/panels.parquet",
         subcaptions=f"{RESULTS}/{{shard}}/text/subcaptions.parquet",
+        code=code("align.py"),
     output:
         panel_text=f"{RESULTS}/{{shard}}/align/panel_text.parquet",
     log:
@@ -12,11 +13,12 @@ rule align_panels:
     benchmark:
         f"{RESULTS}/benchmarks/align/{{shard}}.tsv"
     params:
-        tracking=JOB_TRACKING,
-        results=RESULTS,
+        tracking=TRACKING,
     threads: 1
     resources:
         mem_mb=2000,
         runtime=15,
+    conda:
+        ENV
     script:
         "../scripts/align.py"

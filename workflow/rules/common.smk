@@ -1,4 +1,4 @@
-# Helpers shared by all rule files: config validation, input discovery, sharding, tracking.
+# Helpers shared by all rule files (config validation, input discovery, sharding, tracking).
 import sys
 
 import pandas as pd
@@ -6,15 +6,17 @@ from snakemake.utils import validate
 
 from panel2patch import tracking
 from panel2patch.ingest import discover_units, make_shards
+from panel2patch.smk import coerce_overrides
 
 
+# --config values are typed by the schema (nested ones arrive as strings), then validated
+coerce_overrides(config, workflow.config_settings.overwrite_config, workflow.source_path("../schemas/config.schema.yaml"))
 validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = "results"
 UNITS = discover_units(config["inputs"])
 SHARDS = make_shards(UNITS, config["shard_size"])
-# What a job needs to find its MLflow store (a rule param: a key only the workflow run reads, such
-# as stale_after_hours, stays out so that changing it reruns nothing).
+# What a job needs to find its MLflow store (in the rules' TRACKING param, inputs.smk).
 JOB_TRACKING = {k: config["tracking"][k] for k in ("uri", "experiment")}
 
 

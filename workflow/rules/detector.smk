@@ -3,15 +3,10 @@
 # sidecar (config, seed, sha256, torch/torchvision versions), both also logged to MLflow.
 
 
-def detector_sources(wildcards):
-    """Real source folders/files named in the config, so a change to them retrains the model."""
-    src = config["detector"]["sources"]
-    return [p for p in [src.get("vqa_rad"), src.get("exsclaim"), *(src.get("panel_gt") or [])] if p]
-
-
 rule train_detector:
     input:
         detector_sources,
+        code=code("train_detector.py"),
     output:
         weights=f"{RESULTS}/models/panel_detector.pt",
         sidecar=f"{RESULTS}/models/panel_detector.json",
@@ -21,11 +16,12 @@ rule train_detector:
         f"{RESULTS}/benchmarks/detector/train_detector.tsv"
     params:
         cfg=config["detector"],
-        tracking=JOB_TRACKING,
-        results=RESULTS,
+        tracking=TRACKING,
     threads: config["detector"]["threads"]
     resources:
         mem_mb=6000,
         runtime=config["detector"]["runtime_min"],
+    conda:
+        ENV
     script:
         "../scripts/train_detector.py"

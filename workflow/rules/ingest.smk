@@ -4,6 +4,7 @@
 rule ingest:
     input:
         shard_paths,
+        code=code("ingest.py"),
     output:
         figures=f"{RESULTS}/{{shard}}/ingest/figures.parquet",
         articles=f"{RESULTS}/{{shard}}/ingest/articles.parquet",
@@ -16,12 +17,13 @@ rule ingest:
     params:
         units=shard_units,
         cfg=config["ingest"],
-        tracking=JOB_TRACKING,
-        results=RESULTS,
+        tracking=TRACKING,
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
+    conda:
+        ENV
     script:
         "../scripts/ingest.py"
 
@@ -31,19 +33,21 @@ rule ingest_summary:
         figures=expand(f"{RESULTS}/{{shard}}/ingest/figures.parquet", shard=SHARDS),
         articles=expand(f"{RESULTS}/{{shard}}/ingest/articles.parquet", shard=SHARDS),
         skips=expand(f"{RESULTS}/{{shard}}/ingest/skips.parquet", shard=SHARDS),
+        code=code("ingest_summary.py"),
     output:
-        summary=f"{RESULTS}/ingest/summary.json",
-        skips=f"{RESULTS}/ingest/skips.tsv",
+        summary=report(f"{RESULTS}/ingest/summary.json", caption="../report/ingest_summary.rst", category="Ingest"),
+        skips=report(f"{RESULTS}/ingest/skips.tsv", caption="../report/ingest_skips.rst", category="Ingest"),
     log:
         f"{RESULTS}/logs/ingest/summary.log",
     benchmark:
         f"{RESULTS}/benchmarks/ingest/summary.tsv"
     params:
-        tracking=JOB_TRACKING,
-        results=RESULTS,
+        tracking=TRACKING,
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        ENV
     script:
         "../scripts/ingest_summary.py"

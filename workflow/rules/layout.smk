@@ -1,12 +1,6 @@
 # Layout: figure images -> panels (boxes, letters, kinds) and panel crops, per shard.
 
 
-def layout_detector(wildcards):
-    """The detector weights layout.method needs: none for splitter; layout.detector_weights, or
-    else the train_detector rule's output (so the DAG trains it first)."""
-    if config["layout"]["method"] == "splitter":
-        return []
-    return [config["layout"]["detector_weights"] or f"{RESULTS}/models/panel_detector.pt"]
 
 
 rule layout:
@@ -14,6 +8,7 @@ rule layout:
         figures=f"{RESULTS}/{{shard}}/ingest/figures.parquet",
         images=f"{RESULTS}/{{shard}}/ingest/images",
         detector=layout_detector,
+        code=code("layout.py"),
     output:
         panels=f"{RESULTS}/{{shard}}/layout/panels.parquet",
         skips=f"{RESULTS}/{{shard}}/layout/skips.parquet",
@@ -24,12 +19,13 @@ rule layout:
         f"{RESULTS}/benchmarks/layout/{{shard}}.tsv"
     params:
         cfg=config["layout"],
-        tracking=JOB_TRACKING,
-        results=RESULTS,
-        ingest_dir=f"{RESULTS}/{{shard}}/ingest",
+        tracking=TRACKING,
+        ingest_dir=lambda wildcards, input: os.path.dirname(input.figures),
     threads: 1
     resources:
         mem_mb=3000,
         runtime=60,
+    conda:
+        ENV
     script:
         "../scripts/layout.py"

@@ -5,15 +5,10 @@
 # Use them with markers.detect: {method: both, weights: results/models/marker_detector.pt}.
 
 
-def marker_detector_sources(wildcards):
-    """Real source folders named in the config, so a change to them retrains the model."""
-    src = config["markers"]["detector"].get("sources", {})
-    return [p for p in [src.get("vqa_rad"), src.get("exsclaim")] if p]
-
-
 rule train_marker_detector:
     input:
         marker_detector_sources,
+        code=code("train_detector.py"),
     output:
         weights=f"{RESULTS}/models/marker_detector.pt",
         sidecar=f"{RESULTS}/models/marker_detector.json",
@@ -23,12 +18,13 @@ rule train_marker_detector:
         f"{RESULTS}/benchmarks/markers/train_marker_detector.tsv"
     params:
         cfg=config["markers"]["detector"],
-        tracking=JOB_TRACKING,
-        results=RESULTS,
+        tracking=TRACKING,
     threads: config["markers"]["detector"].get("threads", 1)
     resources:
         mem_mb=6000,
         runtime=config["markers"]["detector"].get("runtime_min", 30),
+    conda:
+        ENV
     script:
         "../scripts/train_detector.py"
 
@@ -38,14 +34,12 @@ rule train_marker_detector:
 # (`verified`) uses the weights shipped in the package; this rule rebuilds them:
 # `snakemake --cores all train_marker_verifier --config markers='{verifier: {n_panels: 3000, epochs: 10,
 #  sources: {vqa_rad: ../shared/data/vqa-rad, hand_labelled: ../shared/data/panels-gt/hand-labelled-dev}}}'`
-def marker_verifier_sources(wildcards):
-    src = config["markers"].get("verifier", {}).get("sources", {})
-    return [p for p in [src.get("vqa_rad"), src.get("hand_labelled")] if p]
 
 
 rule train_marker_verifier:
     input:
         marker_verifier_sources,
+        code=code("train_marker_verifier.py"),
     output:
         weights=f"{RESULTS}/models/marker_verifier.pt",
         sidecar=f"{RESULTS}/models/marker_verifier.json",
@@ -59,5 +53,7 @@ rule train_marker_verifier:
     resources:
         mem_mb=6000,
         runtime=config["markers"].get("verifier", {}).get("runtime_min", 60),
+    conda:
+        ENV
     script:
         "../scripts/train_marker_verifier.py"

@@ -2,11 +2,6 @@
 # caption's marker phrases, per shard.
 
 
-def marker_weights(wildcards):
-    """The learned marker detector's weights when markers.detect uses them (Snakemake then trains
-    them first if they are rule train_marker_detector's output)."""
-    det = config["markers"].get("detect") or {}
-    return [det["weights"]] if det.get("method", "heuristic") != "heuristic" and det.get("weights") else []
 
 
 rule markers:
@@ -16,6 +11,7 @@ rule markers:
         panels=f"{RESULTS}/{{shard}}/layout/panels.parquet",
         phrases=f"{RESULTS}/{{shard}}/text/markers.parquet",
         weights=marker_weights,
+        code=code("markers.py"),
     output:
         markers=f"{RESULTS}/{{shard}}/markers/markers.parquet",
         patches=f"{RESULTS}/{{shard}}/markers/patches.parquet",
@@ -27,11 +23,12 @@ rule markers:
         f"{RESULTS}/benchmarks/markers/{{shard}}.tsv"
     params:
         cfg=config["markers"],
-        tracking=JOB_TRACKING,
-        results=RESULTS,
+        tracking=TRACKING,
     threads: 1
     resources:
         mem_mb=3000,
         runtime=60,
+    conda:
+        ENV
     script:
         "../scripts/markers.py"

@@ -4,6 +4,7 @@
 rule text:
     input:
         figures=f"{RESULTS}/{{shard}}/ingest/figures.parquet",
+        code=code("text.py"),
     output:
         subcaptions=f"{RESULTS}/{{shard}}/text/subcaptions.parquet",
         markers=f"{RESULTS}/{{shard}}/text/markers.parquet",
@@ -12,11 +13,12 @@ rule text:
     benchmark:
         f"{RESULTS}/benchmarks/text/{{shard}}.tsv"
     params:
-        tracking=JOB_TRACKING,
-        results=RESULTS,
+        tracking=TRACKING,
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
+    conda:
+        ENV
     script:
         "../scripts/text.py"

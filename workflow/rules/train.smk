@@ -18,9 +18,15 @@ rule train:
     input:
         sizes=f"{RESULTS}/corpus/shards/sizes.json",
         run_config="config/train/{run}.yaml",
+        code=code("train.py", "panel2patch.train.main"),  # ranks run train.main
     output:
         model=directory(f"{RESULTS}/train/{{run}}/final"),
-        result=f"{RESULTS}/train/{{run}}/result.json",
+        result=report(
+            f"{RESULTS}/train/{{run}}/result.json",
+            caption="../report/train_result.rst",
+            category="Training",
+            labels={"run": "{run}"},
+        ),
     log:
         f"{RESULTS}/logs/train/{{run}}.log",
     benchmark:
@@ -29,8 +35,7 @@ rule train:
         overrides=TRAIN["set"],
         deepspeed=TRAIN["deepspeed"],
         launcher=TRAIN["launcher"],
-        tracking=JOB_TRACKING,
-        results=RESULTS,
+        tracking=TRACKING,
     threads: TRAIN["tasks"] * TRAIN["cpus_per_task"]
     resources:
         mem_mb=TRAIN["mem_mb"],
@@ -45,5 +50,7 @@ rule train:
         # the script's own srun is the job step that starts the ranks; the executor refuses
         # mpi="srun" with 1 task, where "" (the key alone) has the same effect
         mpi="srun" if TRAIN["tasks"] > 1 else "",
+    conda:
+        ENV
     script:
         "../scripts/train.py"

@@ -10,6 +10,6 @@ run_align_shard(
     subcaptions=snakemake.input.subcaptions,
     out_path=snakemake.output.panel_text,
     shard=snakemake.wildcards.shard,
-    results_dir=snakemake.params.results,
+    results_dir=snakemake.params.tracking["results"],
     tracking_cfg=snakemake.params.tracking,
 )

@@ -11,7 +11,7 @@ run_corpus(
     pair_tables=snakemake.input.pairs,
     out_dir=Path(snakemake.output.pairs).parent,
     cfg=snakemake.params.cfg,
-    results_dir=snakemake.params.results,
+    results_dir=snakemake.params.tracking["results"],
     tracking_cfg=snakemake.params.tracking,
     threads=snakemake.threads,
 )

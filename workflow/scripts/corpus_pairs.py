@@ -13,6 +13,6 @@ run_pairs_shard(
     out_path=snakemake.output.pairs,
     shard=snakemake.wildcards.shard,
     cfg=snakemake.params.cfg,
-    results_dir=snakemake.params.results,
+    results_dir=snakemake.params.tracking["results"],
     tracking_cfg=snakemake.params.tracking,
 )

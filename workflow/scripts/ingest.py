@@ -10,6 +10,6 @@ run_shard(
     out_dir=snakemake.output.figures.rsplit("/", 1)[0],
     shard=snakemake.wildcards.shard,
     cfg=snakemake.params.cfg,
-    results_dir=snakemake.params.results,
+    results_dir=snakemake.params.tracking["results"],
     tracking_cfg=snakemake.params.tracking,
 )

@@ -11,6 +11,6 @@ summarise(
     skips=list(snakemake.input.skips),
     summary_path=snakemake.output.summary,
     skips_path=snakemake.output.skips,
-    results_dir=snakemake.params.results,
+    results_dir=snakemake.params.tracking["results"],
     tracking_cfg=snakemake.params.tracking,
 )

@@ -19,7 +19,7 @@ run_layout_shard(
     ingest_dir=snakemake.params.ingest_dir,
     out_dir=snakemake.output.panels.rsplit("/", 1)[0],
     shard=snakemake.wildcards.shard,
-    results_dir=snakemake.params.results,
+    results_dir=snakemake.params.tracking["results"],
     tracking_cfg=snakemake.params.tracking,
     cfg={**snakemake.params.cfg, "detector_weights": snakemake.input.detector[0] if snakemake.input.detector else None},
 )

@@ -11,7 +11,7 @@ run_markers_shard(
     phrases=snakemake.input.phrases,
     out_dir=snakemake.output.markers.rsplit("/", 1)[0],
     shard=snakemake.wildcards.shard,
-    results_dir=snakemake.params.results,
+    results_dir=snakemake.params.tracking["results"],
     tracking_cfg=snakemake.params.tracking,
     cfg=snakemake.params.cfg,
 )

@@ -9,6 +9,6 @@ run_text_shard(
     figures=snakemake.input.figures,
     out_dir=snakemake.output.subcaptions.rsplit("/", 1)[0],
     shard=snakemake.wildcards.shard,
-    results_dir=snakemake.params.results,
+    results_dir=snakemake.params.tracking["results"],
     tracking_cfg=snakemake.params.tracking,
 )

@@ -9,7 +9,7 @@ from panel2patch.train.launch import job_key, launch_command, prepare_output, ru
 
 p, res = snakemake.params, snakemake.resources
 out_dir = Path(snakemake.output.result).parent
-overrides = [*p.overrides, f"threads={res.cpus_per_task}", f"mlflow.results_dir={p.results}",
+overrides = [*p.overrides, f"threads={res.cpus_per_task}", f"mlflow.results_dir={p.tracking['results']}",
              f"mlflow.uri={p.tracking['uri'] or 'null'}", f"mlflow.experiment={p.tracking['experiment']}",
              f"mlflow.name={snakemake.wildcards.run}"]
 resumed = prepare_output(out_dir, job_key(snakemake.input.sizes, snakemake.input.run_config, overrides, res.tasks))

@@ -20,6 +20,6 @@ train(
     resolve_config(cfg),
     snakemake.output.weights,
     progress=False,
-    results_dir=snakemake.params.results,
+    results_dir=snakemake.params.tracking["results"],
     tracking_cfg=snakemake.params.tracking,
 )

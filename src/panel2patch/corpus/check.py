@@ -35,8 +35,9 @@ def read_samples(shard: str | Path) -> list[dict]:
     return out
 
 
-def check_corpus(corpus_dir: str | Path, decode_images: bool = True) -> tuple[list[str], dict]:
-    """(problems, stats) of a corpus folder; no problems means every check above passed."""
+def check_corpus(corpus_dir: str | Path, decode_images: bool = True, progress=None) -> tuple[list[str], dict]:
+    """(problems, stats) of a corpus folder; no problems means every check above passed.
+    ``progress(iterable, total=, desc=, unit=)`` wraps the loop over shards (e.g. a tqdm bar)."""
     corpus_dir = Path(corpus_dir)
     problems: list[str] = []
     sizes = json.loads((corpus_dir / "shards" / "sizes.json").read_text())
@@ -45,7 +46,10 @@ def check_corpus(corpus_dir: str | Path, decode_images: bool = True) -> tuple[li
         problems.append(f"manifest lists {sorted(manifest.index)}, sizes.json {sorted(sizes)}")
     samples: dict[str, dict] = {}
     article_splits: dict[str, set] = defaultdict(set)
-    for name, n in sorted(sizes.items()):
+    shard_sizes = sorted(sizes.items())
+    if progress:
+        shard_sizes = progress(shard_sizes, total=len(shard_sizes), desc="corpus check", unit="shard")
+    for name, n in shard_sizes:
         path = corpus_dir / "shards" / name
         if name in manifest.index and sha256_path(path) != manifest.loc[name, "sha256"]:
             problems.append(f"{name}: sha256 differs from manifest.parquet")

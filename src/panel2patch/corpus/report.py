@@ -239,3 +239,23 @@ def write_report(results_dir: str | Path, shards: list[str], out_dir: str | Path
     path.write_text(page, encoding="utf-8")
     log.info("report: %s (%d figures drawn)", path, min(n_figures, len(pairs[pairs.level == "figure"])))
     return path
+
+
+def inline_report(index_html: str | Path, out_html: str | Path) -> Path:
+    """One HTML file holding the report of ``index_html`` with its ``img/`` images inlined as data
+    URIs (for ``snakemake --report report.html``, which takes files, not folders)."""
+    import base64
+    import re
+
+    index_html = Path(index_html)
+    mime = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
+
+    def data_uri(m: re.Match) -> str:
+        path = index_html.parent / html.unescape(m.group(1))
+        if path.suffix.lower() not in mime or not path.is_file():
+            return m.group(0)
+        return f'src="data:{mime[path.suffix.lower()]};base64,{base64.b64encode(path.read_bytes()).decode()}"'
+
+    text = re.sub(r'src="(img/[^"]+)"', data_uri, index_html.read_text(encoding="utf-8"))
+    Path(out_html).write_text(text, encoding="utf-8")
+    return Path(out_html)

@@ -29,16 +29,18 @@ def unit_manifest(units: list[Unit]) -> pd.DataFrame:
 
 
 def run_shard(units: list[dict | Unit], out_dir: str | Path, shard: str, cfg: dict | None,
-              results_dir: str | Path = "results", tracking_cfg: dict | None = None, track: bool = True) -> dict:
-    """Ingest one shard into ``out_dir`` and log params, input manifest, counts and output hashes."""
+              results_dir: str | Path = "results", tracking_cfg: dict | None = None, track: bool = True,
+              progress: bool = True) -> dict:
+    """Ingest one shard into ``out_dir`` and log params, input manifest, counts and output hashes
+    (``progress``: a tqdm bar over the articles on stderr)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     units = [u if isinstance(u, Unit) else Unit(**u) for u in units]
     cfg = {**DEFAULTS, **(cfg or {})}
     if not track:
-        return ingest_units(units, out_dir, shard, cfg)
+        return ingest_units(units, out_dir, shard, cfg, progress=progress)
     with tracking.stage_run("ingest", shard, cfg, results_dir, tracking_cfg) as run:
         run.log_manifest(unit_manifest(units), name=f"ingest-{shard}")
-        stats = ingest_units(units, out_dir, shard, cfg)
+        stats = ingest_units(units, out_dir, shard, cfg, progress=progress)
         run.log_metrics({k: v for k, v in stats.items() if k != "outputs"})
         outputs = {**stats["outputs"], "images": str(Path(out_dir) / "images")}
         run.log_outputs(outputs)

@@ -11,9 +11,10 @@ One JSON object per input image, in input order::
 Pixel coordinates of the input image, x2/y2 exclusive; panels in letter order when every panel
 has a letter, else in reading order. An image that cannot be read gives
 ``{"image": ..., "width": null, "height": null, "panels": [], "error": "..."}`` and the run goes
-on. ``--out -`` writes to stdout. A summary goes to stderr; the exit status is 0 unless the
-output cannot be opened (or ``--method detector|combined`` is given without usable
-``--detector-weights``).
+on. ``--out -`` writes to stdout. A summary goes to stderr, and a progress bar when stderr is a
+terminal. Exit status: 0 when every image was read, 1 when one or more gave an error record
+(the others are written), 2 when the output cannot be opened or ``--method detector|combined``
+is given without usable ``--detector-weights``.
 
 ``--method``: ``splitter`` (default; image analysis only), ``detector`` (the learned detector's
 panel boxes, letters read and attached as usual) or ``combined`` (detector boxes as cut hints
@@ -59,16 +60,16 @@ def process_image(path: str, reader: str = "glyph", max_side: int = 1000, kinds:
 def main(args: argparse.Namespace) -> int:
     import sys
 
-    from ..cli import write_jsonl
+    from ..cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, write_jsonl
     from .parse import load_method
 
     try:
         detector = load_method(args.method, args.detector_weights)
     except (ValueError, OSError, RuntimeError) as exc:  # no weights, a changed file, not a detector
-        print(f"panels: {exc}", file=sys.stderr)
-        return 2
+        print(f"panel2patch panels: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     records = (process_image(path, reader=args.reader, max_side=args.max_side, kinds=not args.no_kind,
                              method=args.method, detector=detector)
                for path in args.images)
-    write_jsonl(records, args.out_path, "panels: images", items_key="panels")
-    return 0
+    _, errors = write_jsonl(records, args.out_path, "panels: images", items_key="panels", total=len(args.images))
+    return EXIT_FAILED if errors else EXIT_OK

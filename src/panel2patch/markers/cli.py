@@ -10,7 +10,9 @@ One JSON object per input image, in input order::
 Whole-figure pixel coordinates, x2/y2 exclusive. Panels are found with the layout parser and
 markers are searched on image panels only (panel letters excluded). An image that cannot be read
 gives ``{"image": ..., "markers": [], "patches": [], "error": "..."}`` and the run goes on.
-``--out -`` writes to stdout; a summary goes to stderr. Markers are found by the shipped marker
+``--out -`` writes to stdout; a summary goes to stderr, and a progress bar when stderr is a
+terminal. Exit status: 0 when every image was read, 1 when one or more gave an error record (the
+others are written), 2 when the output cannot be opened. Markers are found by the shipped marker
 verifier (``--method verified``, the default: glyph-like components judged by a small CNN, see
 ``markers.verify``); ``--method heuristic`` uses the shape rules, ``--method both --weights
 results/models/marker_detector.pt`` adds the learned detector's boxes (see ``markers.detect``).
@@ -52,11 +54,11 @@ def process_image(path: str, patch_params: dict | None = None, params: dict | No
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..cli import write_jsonl
+    from ..cli import EXIT_FAILED, EXIT_OK, write_jsonl
 
     patch_params = {"tau": args.tau} if getattr(args, "tau", None) is not None else None
     params = {"method": getattr(args, "method", "verified"), "weights": getattr(args, "weights", None),
               "verifier": getattr(args, "verifier", None)}
-    write_jsonl((process_image(path, patch_params, params) for path in args.images), args.out_path, "markers: images",
-                items_key="markers")
-    return 0
+    _, errors = write_jsonl((process_image(path, patch_params, params) for path in args.images), args.out_path,
+                            "markers: images", items_key="markers", total=len(args.images))
+    return EXIT_FAILED if errors else EXIT_OK

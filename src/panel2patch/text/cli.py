@@ -11,7 +11,8 @@ A line that is not UTF-8, not valid JSON (or nested too deeply), not an object, 
 ``caption``, a caption over ``MAX_CAPTION_CHARS`` (100,000) characters, or holds text that cannot be written (a lone surrogate such as ``"\\ud800"``) gives
 ``{"id": <id or null>, "line": <line number>, "error": "..."}`` instead, and the run goes on.
 A UTF-8 byte-order mark before line 1 is ignored.  ``-`` reads stdin / writes stdout.  A
-summary goes to stderr; the exit status is 0 unless a file cannot be opened.
+summary goes to stderr.  Exit status: 0 when every line was split, 1 when one or more lines gave
+an error record (the others are written), 2 when a file cannot be opened.
 """
 
 from __future__ import annotations
@@ -83,13 +84,13 @@ def read_records(fin, markers: bool = True):
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..cli import write_jsonl
+    from ..cli import EXIT_FAILED, EXIT_OK, write_jsonl
 
     markers = not getattr(args, "no_markers", False)
     fin = sys.stdin.buffer if args.in_path == "-" else open(args.in_path, "rb")
     try:
-        write_jsonl(read_records(fin, markers=markers), args.out_path, "split-caption: records")
+        _, errors = write_jsonl(read_records(fin, markers=markers), args.out_path, "split-caption: records")
     finally:
         if fin is not sys.stdin.buffer:
             fin.close()
-    return 0
+    return EXIT_FAILED if errors else EXIT_OK
