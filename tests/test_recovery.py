@@ -179,7 +179,8 @@ def test_kill_9_then_recover_completes_and_marks_the_dead_run_killed(tmp_path_fa
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     work = copy_repo(tmp_path_factory.mktemp("crash"))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(work / "src"), os.environ.get("PYTHONPATH")]))}
     env.pop("MLFLOW_TRACKING_URI", None)
     run = subprocess.Popen([str(Path(sys.executable).with_name("snakemake")), "--cores", "2", target], cwd=work,
                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -190,8 +191,10 @@ def test_kill_9_then_recover_completes_and_marks_the_dead_run_killed(tmp_path_fa
         while time.time() < deadline and run.poll() is None:  # until an ingest job has opened its run
             if client is None and parent_file.exists():
                 client = MlflowClient(json.loads(parent_file.read_text())["tracking_uri"])
-            if client is not None and any(r.data.tags.get("panel2patch.stage") == "ingest" for r in client.search_runs(
-                    [json.loads(parent_file.read_text())["experiment_id"]], "attributes.status = 'RUNNING'")):
+            incomplete = work / ".snakemake" / "incomplete"  # a job's outputs are marked as being written
+            if client is not None and incomplete.is_dir() and any(incomplete.iterdir()) and any(
+                    r.data.tags.get("panel2patch.stage") == "ingest" for r in client.search_runs(
+                        [json.loads(parent_file.read_text())["experiment_id"]], "attributes.status = 'RUNNING'")):
                 break
             time.sleep(0.2)
         assert run.poll() is None, "the workflow ended before it could be killed"
