@@ -115,9 +115,22 @@ class Score:
         subs = {k.lower(): v for k, v in (rec.get("subcaptions") or {}).items() if k != "_shared" and v}
         if not subs or not rec.get("caption"):
             return None
-        shared = _words(rec["subcaptions"].get("_shared") or "")
-        al = align_panels([{"index": i, "label": p.get("label")} for i, p in enumerate(pred)], split_caption(rec["caption"]))
-        text = {a["panel_index"]: a.get("text") or "" for a in al if a.get("panel_index") is not None}
+        shared = set(_words(rec["subcaptions"].get("_shared") or ""))
+        split = split_caption(rec["caption"])
+
+        def aligned(panels: list) -> dict:
+            al = align_panels([{"index": i, "label": p.get("label")} for i, p in enumerate(panels)], split)
+            return {a["panel_index"]: a.get("text") or "" for a in al if a.get("panel_index") is not None}
+
+        def own_text(text: str, own: str) -> bool:
+            """The text holds >= 80 % of the panel's own words, and >= 80 % of its words are own or shared."""
+            got, own_w = _words(text), _words(own)
+            allowed = set(own_w) | shared
+            return (bool(got) and sum(w in set(got) for w in own_w) / max(1, len(own_w)) >= 0.8
+                    and sum(w in allowed for w in got) / max(1, len(got)) >= 0.8)
+
+        text = aligned(pred)
+        gtext = aligned(rec["panels"])  # the text stage alone: the labelled panels and letters
         pairs = {j: i for i, j, _ in match_boxes([p["bbox"] for p in pred], [g["bbox"] for g in rec["panels"]], 0.5)}
         ok_all = True
         for j, g in enumerate(rec["panels"]):
@@ -125,29 +138,14 @@ class Score:
             if own is None:
                 continue
             self.c["e2e_n"] += 1
-            got = _words(text.get(pairs.get(j), "")) if j in pairs else []
-            own_w = _words(own)
-            allowed = set(own_w) | set(shared)
-            rec_ = sum(w in set(got) for w in own_w) / max(1, len(own_w))
-            prec = sum(w in allowed for w in got) / max(1, len(got))
-            ok = bool(got) and rec_ >= 0.8 and prec >= 0.8
+            ok = j in pairs and own_text(text.get(pairs[j], ""), own)
             self.c["e2e_ok"] += ok
             if not ok:  # where the panel's text was lost: its box, its letter, or the text stage
                 lost = ("box" if j not in pairs else "letter"
                         if (pred[pairs[j]].get("label") or "").lower() != g["label"].lower() else "text")
                 self.c[f"e2e_lost_{lost}"] += 1
+            self.c["e2e_text_ok"] += own_text(gtext.get(j, ""), own)
             ok_all &= ok
-        # the text stage alone: the same caption aligned with the labelled panels and letters
-        gal = align_panels([{"index": j, "label": g.get("label")} for j, g in enumerate(rec["panels"])],
-                           split_caption(rec["caption"]))
-        gtext = {a["panel_index"]: a.get("text") or "" for a in gal if a.get("panel_index") is not None}
-        for j, g in enumerate(rec["panels"]):
-            own = subs.get((g.get("label") or "").lower())
-            if own is not None:
-                got = _words(gtext.get(j, ""))
-                own_w, allowed = _words(own), set(_words(own)) | set(shared)
-                self.c["e2e_text_ok"] += (bool(got) and sum(w in set(got) for w in own_w) / max(1, len(own_w)) >= 0.8
-                                          and sum(w in allowed for w in got) / max(1, len(got)) >= 0.8)
         return ok_all
 
     def report(self) -> dict:
