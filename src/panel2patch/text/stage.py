@@ -39,13 +39,11 @@ MARKERS = pa.schema([("figure_id", pa.string()), ("marker_index", pa.int32()), (
 
 def caption_rows(figure_id: str, caption: str, inline_refs) -> tuple[list[dict], list[dict]]:
     """Subcaption and marker rows of one figure."""
-    if len(caption or "") > MAX_CAPTION_CHARS:
+    too_long = len(caption or "") > MAX_CAPTION_CHARS
+    if too_long:
         log.warning("%s: caption of %d characters > %d: kept whole, not split", figure_id, len(caption),
                     MAX_CAPTION_CHARS)
-        return [{"figure_id": figure_id, "key": "_shared", "text": caption, "full_text": caption,
-                 "inline_refs": [r["sentence"] for r in (inline_refs if inline_refs is not None else [])
-                                 if len(r["panels"]) == 0]}], []
-    subs = split_caption(caption or "")
+    subs = {"_shared": caption} if too_long else split_caption(caption or "")
     shared = subs.get("_shared", "")
     refs = list(inline_refs) if inline_refs is not None else []
     sub_rows = []
@@ -57,6 +55,8 @@ def caption_rows(figure_id: str, caption: str, inline_refs) -> tuple[list[dict],
             cites = [r["sentence"] for r in refs if key.upper() in list(r["panels"])]
             full = f"{text} {shared}".strip()  # own words first: right truncation keeps them
         sub_rows.append({"figure_id": figure_id, "key": key, "text": text, "full_text": full, "inline_refs": cites})
+    if too_long:
+        return sub_rows, []
     marker_rows = [
         {"figure_id": figure_id, "marker_index": i, "type": m["type"], "colour": m.get("colour"), "count": m.get("count"),
          "labels": list(m.get("labels") or []), "phrase": m.get("phrase", "")}
