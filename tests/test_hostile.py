@@ -238,3 +238,14 @@ def test_hostile_corpus_through_the_workflow(tmp_path_factory):
     leaked = [p for p in results.rglob("*") if p.is_file() and b"TOPSECRET-4711" in p.read_bytes()]
     assert not leaked
     assert not list(base.rglob("escape.txt"))
+
+
+def test_a_package_extraction_left_by_a_killed_run_is_removed(tmp_path):
+    """kill -9 during a package left its temporary extraction inside the shard's ingest folder, so
+    the recovered outputs differed from a clean run's."""
+    src = Path(__file__).resolve().parents[1] / "resources" / "sample" / "packages" / "elife-00353.tar.gz"
+    out = tmp_path / "ingest"
+    (out / "p2p-pkg-dead" / "elife-00353").mkdir(parents=True)
+    (out / "p2p-pkg-dead" / "elife-00353" / "elife-00353-v1.xml").write_text("<article/>")
+    figs, _ = ingest([src], out)
+    assert len(figs) >= 1 and not list(out.glob("p2p-pkg-*"))

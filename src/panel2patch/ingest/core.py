@@ -229,6 +229,8 @@ def ingest_units(units: list[Unit], out_dir: str | Path, shard: str, cfg: dict |
     out_dir = Path(out_dir)
     if (out_dir / "images").exists():  # a rerun replaces the shard's images, never mixes them
         shutil.rmtree(out_dir / "images")
+    for stale in out_dir.glob("p2p-pkg-*"):  # package extraction left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
     (out_dir / "images").mkdir(parents=True)
     w = ShardWriter(out_dir, shard)
     index_cache: dict = {}
