@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")  # preference order
 GENERIC_STEMS = {"manuscript", "article", "main", "paper", "index", "document", "fulltext"}
+PACKAGE_TMP_PREFIX = "p2p-pkg-"  # a package's temporary extraction in the shard folder (a killed run's is removed)
 
 DEFAULTS = {
     "pdf_dpi": 150,
@@ -201,7 +202,7 @@ def _ingest_pdf(pdf: Path, source: str, w: ShardWriter, cfg: dict) -> None:
 
 
 def _ingest_package(pkg: Path, source: str, w: ShardWriter, cfg: dict) -> None:
-    with tempfile.TemporaryDirectory(prefix="p2p-pkg-", dir=w.out_dir) as tmp:
+    with tempfile.TemporaryDirectory(prefix=PACKAGE_TMP_PREFIX, dir=w.out_dir) as tmp:
         try:
             extracted = extract_package(pkg, tmp, cfg["max_member_bytes"], cfg["max_package_bytes"], cfg["max_members"])
         except PackageError as exc:
@@ -229,7 +230,7 @@ def ingest_units(units: list[Unit], out_dir: str | Path, shard: str, cfg: dict |
     out_dir = Path(out_dir)
     if (out_dir / "images").exists():  # a rerun replaces the shard's images, never mixes them
         shutil.rmtree(out_dir / "images")
-    for stale in out_dir.glob("p2p-pkg-*"):  # package extraction left by a killed run
+    for stale in out_dir.glob(PACKAGE_TMP_PREFIX + "*"):  # package extraction left by a killed run
         shutil.rmtree(stale, ignore_errors=True)
     (out_dir / "images").mkdir(parents=True)
     w = ShardWriter(out_dir, shard)
