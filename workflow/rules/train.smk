@@ -36,6 +36,7 @@ rule train:
         deepspeed=TRAIN["deepspeed"],
         launcher=TRAIN["launcher"],
         tracking=TRACKING,
+        registered_model_name=config["tracking"]["registered_model_name"],
     threads: TRAIN["tasks"] * TRAIN["cpus_per_task"]
     resources:
         mem_mb=TRAIN["mem_mb"],

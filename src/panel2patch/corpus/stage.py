@@ -18,6 +18,10 @@ the whole corpus (near-duplicates, the article split) are made once:
                            figure_pairs, panel_pairs, patch_pairs, articles, figures
                            (logged to MLflow with ``mlflow.log_input``)
     ``yield.json``         supervision yield: pairs per source figure at each level, per split
+
+MLflow: the corpus run logs the manifest (dataset ``corpus-shards``) and :func:`corpus_articles`
+(dataset ``corpus-articles``: which article's pairs are in which shard) as its outputs, each a
+table artifact the dataset points to; the train run logs the same two tables as its inputs.
 """
 
 from __future__ import annotations
@@ -104,6 +108,39 @@ def format_yield(y: dict) -> str:
     return "\n".join(lines)
 
 
+def corpus_articles(corpus_dir: str | Path, results_dir: str | Path | None = None) -> pd.DataFrame | None:
+    """One row per WebDataset shard and article with kept pairs in it: ``tar``, ``split``,
+    ``tar_sha256``, ``article_id``, ``source_path`` (the article's file, from the ingest tables
+    under ``results_dir``, default the corpus folder's parent), ``licence_code`` and the pairs per
+    level. None when ``corpus_dir`` holds no ``pairs.parquet`` (shards made elsewhere)."""
+    corpus_dir = Path(corpus_dir)
+    if not (corpus_dir / "pairs.parquet").is_file():
+        return None
+    results_dir = Path(results_dir) if results_dir is not None else corpus_dir.parent
+    pairs = read_table(corpus_dir / "pairs.parquet", columns=["article_id", "level", "licence_code", "keep", "shard", "split", "tar"])
+    kept = pairs[pairs.keep.astype(bool) & pairs.tar.notna()]
+    cols = ["tar", "split", "tar_sha256", "article_id", "source_path", "licence_code", "pairs", *[f"{lvl}_pairs" for lvl in LEVELS]]
+    if kept.empty:
+        return pd.DataFrame(columns=cols)
+    counts = kept.pivot_table(index=["tar", "split", "article_id"], columns="level", values="keep", aggfunc="size",
+                              fill_value=0).reindex(columns=list(LEVELS), fill_value=0)
+    table = counts.rename(columns=lambda lvl: f"{lvl}_pairs").rename_axis(columns=None).reset_index()
+    table.insert(3, "pairs", table[[f"{lvl}_pairs" for lvl in LEVELS]].sum(axis=1))
+    first = kept.groupby("article_id").agg(licence_code=("licence_code", "first"), shard=("shard", "first"))
+    sources = []
+    for shard in sorted(set(first["shard"].dropna())):
+        path = results_dir / shard / "ingest" / "articles.parquet"
+        if path.is_file():
+            sources.append(pd.read_parquet(path, columns=["article_id", "source_path"]))
+    src = pd.concat(sources).drop_duplicates("article_id").set_index("article_id")["source_path"] if sources else pd.Series(dtype=str)
+    table["source_path"] = table.article_id.map(src)
+    table["licence_code"] = table.article_id.map(first["licence_code"])
+    if (corpus_dir / "manifest.parquet").is_file():
+        sha = pd.read_parquet(corpus_dir / "manifest.parquet", columns=["shard", "sha256"]).set_index("shard")["sha256"]
+        table.insert(2, "tar_sha256", table.tar.map(sha))
+    return table.reindex(columns=cols).sort_values(["tar", "article_id"]).reset_index(drop=True)
+
+
 def run_corpus(pair_tables: list[str | Path], out_dir: str | Path, cfg: dict | None = None,
                results_dir: str | Path = "results", tracking_cfg: dict | None = None, threads: int = 1) -> dict:
     """All shards' pairs -> near-duplicates dropped, split by article, shards, manifest, yield
@@ -127,7 +164,8 @@ def run_corpus(pair_tables: list[str | Path], out_dir: str | Path, cfg: dict | N
         manifest.to_parquet(out_dir / "manifest.parquet", index=False)
         y = supervision_yield(pairs)
         (out_dir / "yield.json").write_text(json.dumps(y, indent=1) + "\n")
-        run.log_manifest(manifest, "corpus-shards", context="output")
+        run.log_manifest(manifest, "corpus-shards", context="output")  # sha256 per shard
+        run.log_manifest(corpus_articles(out_dir, results_dir), "corpus-articles", context="output")
         stats = {"pairs": len(pairs), "kept": int(pairs.keep.sum()), "shards": len(manifest),
                  **{f"yield.{k}": v for k, v in y["per_figure"].items()},
                  **{f"pairs.{k}": v for k, v in y["pairs"].items()}, **drop_counts(pairs),
