@@ -60,6 +60,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -276,8 +277,10 @@ def log_dataset(df, name: str, context: str = "input", run_id: str | None = None
         else:
             df.to_parquet(local, index=False)
         client.log_artifact(run_id, str(local), "datasets")
-    ds = mlflow.data.from_pandas(df, source=RunArtifactDatasetSource(f"runs:/{run_id}/datasets/{file}"), name=name,
-                                 digest=digest)
+    with warnings.catch_warnings():  # the schema's hint that integer columns cannot hold missing values
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        ds = mlflow.data.from_pandas(df, source=RunArtifactDatasetSource(f"runs:/{run_id}/datasets/{file}"), name=name,
+                                     digest=digest)
     client.log_inputs(run_id, [DatasetInput(ds._to_mlflow_entity(), tags=[InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)])])
     return ds
 

@@ -397,7 +397,7 @@ def training_tables(data_dir: str | Path):
     shard from ``sizes.json``) and the articles in each shard (None without the corpus tables)."""
     import pandas as pd
 
-    from panel2patch.corpus.stage import corpus_articles
+    from panel2patch.corpus.lineage import corpus_articles
 
     data_dir = Path(data_dir)
     corpus_dir = data_dir.parent
