@@ -512,13 +512,13 @@ def test_export_is_an_open_clip_folder_with_a_full_model_card(shards, tmp_path):
     import mlflow
     import pandas as pd
 
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")  # runs:/ URIs resolve in the current store
     [ds] = run.inputs.dataset_inputs
     assert ds.dataset.name == "corpus-shards" and {t.key: t.value for t in ds.tags}["mlflow.data.context"] == "training"
     table = pd.read_csv(mlflow.data.get_source(ds).load()).set_index("shard")
     assert set(table.index) == set(json.loads((data / "sizes.json").read_text()))
     assert table.loc["train-000000.tar", "sha256"] == sha256_path(data / "train-000000.tar")
     assert result["mlflow_model"]["registered"] == "models:/panel2patch-run/1" == run.data.tags["model.registered"]
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     pyfunc = mlflow.pyfunc.load_model("models:/panel2patch-run/1")
     assert pyfunc.metadata.get_model_info().run_id == run.info.run_id
     text = "red nuclei in sample 3."
