@@ -12,17 +12,17 @@ LEVELS = ("figure", "panel", "patch")  # as corpus.pairs.LEVELS
 
 
 def corpus_articles(corpus_dir: str | Path, results_dir: str | Path | None = None) -> pd.DataFrame | None:
-    """One row per WebDataset shard and article with kept pairs in it: ``tar``, ``split``,
-    ``tar_sha256``, ``article_id``, ``source_path`` (the article's file, from the ingest tables
-    under ``results_dir``, default the corpus folder's parent), ``licence_code`` and the pairs per
-    level. None when ``corpus_dir`` holds no ``pairs.parquet`` (shards made elsewhere)."""
+    """One row per article and WebDataset shard holding kept pairs of it: ``article_id``,
+    ``source_path`` (the article's file, from the ingest tables under ``results_dir``, default the
+    corpus folder's parent), ``tar``, ``split``, ``licence_code``, the pairs per level and the
+    shard's ``tar_sha256``. None when ``corpus_dir`` holds no ``pairs.parquet`` (shards made elsewhere)."""
     corpus_dir = Path(corpus_dir)
     if not (corpus_dir / "pairs.parquet").is_file():
         return None
     results_dir = Path(results_dir) if results_dir is not None else corpus_dir.parent
     pairs = pd.read_parquet(corpus_dir / "pairs.parquet", columns=["article_id", "level", "licence_code", "keep", "shard", "split", "tar"])
     kept = pairs[pairs.keep.astype(bool) & pairs.tar.notna()]
-    cols = ["tar", "split", "tar_sha256", "article_id", "source_path", "licence_code", "pairs", *[f"{lvl}_pairs" for lvl in LEVELS]]
+    cols = ["article_id", "source_path", "tar", "split", "licence_code", "pairs", *[f"{lvl}_pairs" for lvl in LEVELS], "tar_sha256"]
     if kept.empty:
         return pd.DataFrame(columns=cols)
     counts = kept.pivot_table(index=["tar", "split", "article_id"], columns="level", values="keep", aggfunc="size",
@@ -40,5 +40,5 @@ def corpus_articles(corpus_dir: str | Path, results_dir: str | Path | None = Non
     table["licence_code"] = table.article_id.map(first["licence_code"])
     if (corpus_dir / "manifest.parquet").is_file():
         sha = pd.read_parquet(corpus_dir / "manifest.parquet", columns=["shard", "sha256"]).set_index("shard")["sha256"]
-        table.insert(2, "tar_sha256", table.tar.map(sha))
-    return table.reindex(columns=cols).sort_values(["tar", "article_id"]).reset_index(drop=True)
+        table["tar_sha256"] = table.tar.map(sha)
+    return table.reindex(columns=cols).sort_values(["article_id", "tar"]).reset_index(drop=True)
