@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .pyfunc_model import MODEL_ARTIFACT
-
-CODE = Path(__file__).with_name("pyfunc_model.py")
+CODE = Path(__file__).with_name("pyfunc_model.py")  # read by MLflow as code, never imported here
+MODEL_ARTIFACT = "model"  # as pyfunc_model.MODEL_ARTIFACT
 # what the pyfunc imports; listed here so MLflow does not infer them by loading the model in a
 # subprocess (seconds, and it would import the whole training stack)
 REQUIREMENTS = ("torch", "open_clip_torch", "transformers", "safetensors", "pillow", "pandas", "numpy")
