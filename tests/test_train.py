@@ -25,6 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -505,3 +506,22 @@ def test_export_is_an_open_clip_folder_with_a_full_model_card(shards, tmp_path):
     with torch.no_grad():
         assert torch.allclose(model.eval().encode_text(ids, normalize=True), ours.encode_text(ids), atol=1e-6, rtol=0)
         assert torch.allclose(model.encode_image(x, normalize=True), ours.encode_image(x), atol=1e-6, rtol=0)
+
+    # MLflow: the shards (sha256 per shard) as the run's dataset input, behind it a table; the model
+    # logged with a signature and registered (tracking.registered_model_name, "{run}" = the run's name)
+    import mlflow
+    import pandas as pd
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")  # runs:/ URIs resolve in the current store
+    [ds] = run.inputs.dataset_inputs
+    assert ds.dataset.name == "corpus-shards" and {t.key: t.value for t in ds.tags}["mlflow.data.context"] == "training"
+    table = pd.read_csv(mlflow.data.get_source(ds).load()).set_index("shard")
+    assert set(table.index) == set(json.loads((data / "sizes.json").read_text()))
+    assert table.loc["train-000000.tar", "sha256"] == sha256_path(data / "train-000000.tar")
+    assert result["mlflow_model"]["registered"] == "models:/panel2patch-run/1" == run.data.tags["model.registered"]
+    pyfunc = mlflow.pyfunc.load_model("models:/panel2patch-run/1")
+    assert pyfunc.metadata.get_model_info().run_id == run.info.run_id
+    text = "red nuclei in sample 3."
+    with torch.no_grad():
+        want = ours.encode_text(ours.tokenizer()([text])).numpy()
+    assert np.allclose(pyfunc.predict(pd.DataFrame({"text": [text]})), want, atol=1e-6, rtol=0)

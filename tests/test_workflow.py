@@ -101,10 +101,34 @@ def test_mlflow_lineage(demo):
     assert children["text:shard-00000"].data.metrics["subcaptions"] > 0
     total = children["ingest_summary:all"].data.metrics["figures"]
     assert total == json.loads((demo / "results/ingest/summary.json").read_text())["figures"]
+    # each dataset input points to the table of its rows (an artifact of its run)
+    articles = pd.concat([pd.read_parquet(demo / f"results/{s}/ingest/articles.parquet") for s in ("shard-00000", "shard-00001")])
+    ingested = pd.concat([_table(children[f"ingest:{s}"].inputs.dataset_inputs[0]) for s in ("shard-00000", "shard-00001")])
+    assert sorted(ingested.article_id.dropna()) == sorted(articles.article_id)
+    pdf = ingested.set_index("article_id").loc["10.7554/eLife.00790"]
+    assert pdf.source_path == pdf.path == "resources/sample/pdfs/elife-00790.pdf" and pdf.sha256 == sha256(demo / pdf.path)
     corpus = children["corpus:all"]
-    assert [d.dataset.name for d in corpus.inputs.dataset_inputs] == ["corpus-shards"]  # manifest, sha256 per shard
+    assert [d.dataset.name for d in corpus.inputs.dataset_inputs] == ["corpus-shards", "corpus-articles"]
+    train = children["train:tiny"]
+    assert {d.dataset.name: {t.key: t.value for t in d.tags}["mlflow.data.context"] for d in train.inputs.dataset_inputs} == \
+        {"corpus-shards": "training", "corpus-articles": "training"}
+    shards = _table(train.inputs.dataset_inputs[0]).set_index("shard")
+    manifest = pd.read_parquet(demo / "results/corpus/manifest.parquet").set_index("shard")
+    assert shards.sha256.to_dict() == manifest.sha256.to_dict()
+    in_model = _table(train.inputs.dataset_inputs[1])
+    kept = pd.read_parquet(demo / "results/corpus/pairs.parquet").query("keep")
+    assert set(in_model.article_id) == set(kept.article_id) and in_model.pairs.sum() == len(kept)
+    # the model: logged with a signature, registered under tracking.registered_model_name
+    assert train.data.tags["model.registered"] == "models:/panel2patch-tiny/1"
+    model = mlflow.pyfunc.load_model("models:/panel2patch-tiny/1")
+    assert model.metadata.signature.outputs.inputs[0].shape == (-1, 64)
+    assert all(r.data.tags["panel2patch.run_group"] == parent.data.tags["panel2patch.run_group"] for r in children.values())
     assert corpus.data.tags["output.sizes.sha256"] == sha256(demo / "results/corpus/shards/sizes.json")
     assert corpus.data.metrics["yield.all"] == json.loads((demo / "results/corpus/yield.json").read_text())["per_figure"]["all"]
+
+
+def _table(dataset_input) -> pd.DataFrame:
+    return pd.read_csv(mlflow.data.get_source(dataset_input).load())
 
 
 def test_demo_builds_a_linked_three_level_corpus_and_report(demo):
@@ -233,3 +257,23 @@ def test_report_holds_the_results(demo, tmp_path):
     proc = snakemake(demo, "--report", str(tmp_path / "report.html"))  # a single self-contained page too
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (tmp_path / "report.html").stat().st_size > len(standalone)
+
+
+def test_a_partial_rerun_attaches_to_the_same_parent_run(demo):
+    """Last in this module (it adds runs): an output deleted and rebuilt reruns the jobs that need it,
+    which nest under the first invocation's parent run as its invocation 2."""
+    (demo / "results/ingest/summary.json").unlink()
+    proc = snakemake(demo)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    mlflow.set_tracking_uri(f"sqlite:///{demo}/results/mlflow/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["panel2patch"], output_format="list")
+    [parent] = [r for r in runs if r.data.tags.get("panel2patch.level") == "workflow"]
+    assert parent.info.status == "FINISHED" and parent.data.tags["panel2patch.invocations"] == "2"
+    summaries = [r for r in runs if r.info.run_name == "ingest_summary:all"]
+    assert sorted(r.data.tags["panel2patch.invocation"] for r in summaries) == ["1", "2"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in summaries} == {parent.info.run_id}
+    # exactly the jobs this invocation ran (the summary and the QC report that reads it) are its runs
+    ran = {line.split("(Rule: ")[1].rstrip(")") for line in proc.stderr.splitlines() if "(Rule: " in line} - {"all"}
+    again = [r for r in runs if r.data.tags.get("panel2patch.invocation") == "2"]
+    assert ran == {"ingest_summary", "corpus_report"} == {r.info.run_name.split(":")[0] for r in again}, proc.stderr[-3000:]
+    assert {r.data.tags["mlflow.parentRunId"] for r in again} == {parent.info.run_id}

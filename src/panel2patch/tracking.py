@@ -7,10 +7,32 @@ Where the runs go (first match wins):
    ``<results>/mlflow/artifacts`` (no server to start). Open it with
    ``mlflow ui --backend-store-uri sqlite:///results/mlflow/mlflow.db``.
 
+Artifacts of an experiment the workflow creates go to ``tracking.artifact_location`` (null: the
+embedded ``<results>/mlflow/artifacts``). MLflow's SQLite store records artifact locations as
+absolute paths; an experiment created at the embedded location (tag ``panel2patch.artifacts =
+results``) is re-pointed at the folder it now lies in by :func:`relocate_store`, which every
+workflow run calls (after ``mv``/``cp -r results elsewhere``), as does
+``python -m panel2patch.tracking relocate <results>`` (before ``mlflow ui`` on a copy).
+
 The workflow's ``onstart`` handler (which Snakemake runs once, in the main process, never inside
-jobs) creates the parent run, puts its id in ``$P2P_MLFLOW_PARENT`` (inherited by every job, on
+jobs) opens the parent run, puts its id in ``$P2P_MLFLOW_PARENT`` (inherited by every job, on
 Slurm too) and in ``<results>/mlflow/parent_run.json``; every job nests its run under it. A job run by hand
 (the CLI, or with no running parent) gets a top-level run of its own.
+
+Partial reruns: an invocation whose config equals the one recorded on the results folder's last
+parent run, once that run has ended (FINISHED, FAILED or KILLED), attaches to it again (``snakemake
+-R text``, an output deleted and rebuilt, a library edit that reruns some rules): its jobs nest
+under the same parent, tagged ``panel2patch.invocation`` = n, and the parent keeps one
+``invocations/<n>.json`` per invocation. A changed config, or a parent left RUNNING (a crash:
+see below), starts a new parent. Every parent and stage run that ever wrote into one results
+folder carries the same ``panel2patch.run_group`` tag::
+
+    mlflow.search_runs(experiment_names=["panel2patch"], filter_string="tags.`panel2patch.run_group` = '<id>'")
+
+Dataset inputs list their rows: :meth:`StageRun.log_manifest` logs the table as an artifact
+(``datasets/<name>.csv``; Parquet above :data:`CSV_MAX_ROWS` rows) and the dataset's source is that
+artifact, ``runs:/<run id>/datasets/<name>.csv`` (source type ``mlflow_run_artifact``;
+``mlflow.data.get_source(dataset_input).load()`` downloads it).
 
 Every run records the process that owns it (tags ``host``, ``panel2patch.pid``,
 ``panel2patch.pid_started``, ``panel2patch.pid_ns``). A run left RUNNING by a process that died
@@ -32,15 +54,25 @@ import json
 import os
 import platform
 import socket
+import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
+import warnings
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import psutil
+from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.dataset_source_registry import register_dataset_source
+from mlflow.data.digest_utils import compute_pandas_digest
+from mlflow.entities import DatasetInput, InputTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 import panel2patch
 
@@ -53,6 +85,11 @@ PID_NS_TAG = "panel2patch.pid_ns"
 RECOVERED_BY_TAG = "panel2patch.recovered_by"
 RECOVERED_REASON_TAG = "panel2patch.recovered_reason"
 DEFAULT_STALE_AFTER_HOURS = 168
+RUN_GROUP_TAG = "panel2patch.run_group"
+INVOCATION_TAG = "panel2patch.invocation"  # stage runs: which invocation of their parent ran them
+INVOCATIONS_TAG = "panel2patch.invocations"  # parent runs: how many invocations attached to it
+ARTIFACTS_TAG = "panel2patch.artifacts"  # experiment tag: "results" = at <results>/mlflow/artifacts
+CSV_MAX_ROWS = 50_000  # dataset tables up to this many rows as CSV (the MLflow UI shows them), else Parquet
 
 
 _uri_set_here: str | None = None  # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI
@@ -75,18 +112,76 @@ def tracking_uri(results_dir: str | Path, configured: str | None = None) -> str:
     return f"sqlite:///{db}"
 
 
-def _experiment_id(results_dir: Path, uri: str, name: str) -> str:
+def _embedded_db(results_dir: str | Path) -> Path:
+    return Path(results_dir).resolve() / "mlflow" / "mlflow.db"
+
+
+def _embedded_artifacts(results_dir: str | Path) -> str:
+    return (Path(results_dir).resolve() / "mlflow" / "artifacts").as_uri()
+
+
+def _experiment_id(results_dir: Path, uri: str, name: str, artifact_location: str | None = None) -> str:
+    """The experiment ``name`` in the store at ``uri``, created if new: its artifacts at
+    ``artifact_location`` (a path relative to the working directory, or a URI), else, for a
+    local store, at the embedded ``<results>/mlflow/artifacts`` (tagged so that
+    :func:`relocate_store` can move it with the folder)."""
+    if uri == f"sqlite:///{_embedded_db(results_dir)}":
+        relocate_store(results_dir)  # results/ moved or copied since the experiment was made
     _use_uri(uri)
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    artifacts = None
-    if uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
-        artifacts = (Path(results_dir).resolve() / "mlflow" / "artifacts").as_uri()
+    tags = None
+    if artifact_location:
+        artifacts = artifact_location if "://" in artifact_location else Path(artifact_location).resolve().as_uri()
+    elif uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
+        artifacts, tags = _embedded_artifacts(results_dir), {ARTIFACTS_TAG: "results"}
+    else:
+        artifacts = None  # a tracking server: its own artifact root
     try:
-        return mlflow.create_experiment(name, artifact_location=artifacts)
+        return mlflow.create_experiment(name, artifact_location=artifacts, tags=tags)
     except MlflowException:  # created by a concurrent job in the meantime
         return mlflow.get_experiment_by_name(name).experiment_id
+
+
+def relocate_store(results_dir: str | Path) -> dict[str, str]:
+    """Point the embedded store's experiments that keep their artifacts in ``<results>/mlflow/artifacts``
+    (tag ``panel2patch.artifacts = results``) at the folder the store lies in now, after
+    ``results/`` was moved or copied. MLflow records artifact locations as absolute URIs in
+    experiments, runs, logged models and model versions; every text value starting with the old
+    location is rewritten (file URI and plain path forms). Returns ``{old: new}`` for each
+    location changed (empty when nothing had moved or there is no store)."""
+    db = _embedded_db(results_dir)
+    if not db.is_file():
+        return {}
+    new_uri = _embedded_artifacts(results_dir)
+    con = sqlite3.connect(db, timeout=60)
+    try:
+        try:
+            olds = {loc for (loc,) in con.execute(
+                "SELECT e.artifact_location FROM experiments e JOIN experiment_tags t ON t.experiment_id = e.experiment_id "
+                "WHERE t.key = ? AND t.value = 'results'", (ARTIFACTS_TAG,))}
+        except sqlite3.OperationalError:  # not (yet) an MLflow store
+            return {}
+        olds = {o.rstrip("/") for o in olds if o and o.rstrip("/") != new_uri}
+        if not olds:
+            return {}
+        from mlflow.utils.file_utils import local_file_uri_to_path
+
+        tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        columns = {t: [c[1] for c in con.execute(f'PRAGMA table_info("{t}")') if "CHAR" in c[2].upper() or "TEXT" in c[2].upper()]
+                   for t in tables}
+        with con:
+            for old in olds:
+                for old_form, new_form in ((old, new_uri), (local_file_uri_to_path(old), local_file_uri_to_path(new_uri))):
+                    for t, cols in columns.items():
+                        for c in cols:
+                            con.execute(f'UPDATE "{t}" SET "{c}" = ? || substr("{c}", ?) '
+                                        f'WHERE "{c}" = ? OR substr("{c}", 1, ?) = ?',
+                                        (new_form, len(old_form) + 1, old_form, len(old_form) + 1, old_form + "/"))
+        return {old: new_uri for old in olds}
+    finally:
+        con.close()
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -120,6 +215,74 @@ def sha256_path(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+class RunArtifactDatasetSource(DatasetSource):
+    """A dataset whose rows are an artifact of an MLflow run: ``runs:/<run id>/<path>``. The URI
+    names the run, not a folder, so it resolves wherever the store and its artifacts are moved."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+
+    @staticmethod
+    def _get_source_type() -> str:
+        return "mlflow_run_artifact"
+
+    def load(self, dst_path: str | None = None) -> str:
+        """Download the table; returns its local path."""
+        from mlflow.artifacts import download_artifacts
+
+        return download_artifacts(artifact_uri=self.uri, dst_path=dst_path)
+
+    @staticmethod
+    def _can_resolve(raw_source: Any) -> bool:
+        return isinstance(raw_source, str) and raw_source.startswith("runs:/")
+
+    @classmethod
+    def _resolve(cls, raw_source: Any) -> "RunArtifactDatasetSource":
+        return cls(raw_source)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"uri": self.uri}
+
+    @classmethod
+    def from_dict(cls, source_dict: dict[Any, Any]) -> "RunArtifactDatasetSource":
+        return cls(source_dict["uri"])
+
+
+register_dataset_source(RunArtifactDatasetSource)
+
+
+def log_dataset(df, name: str, context: str = "input", run_id: str | None = None):
+    """Log ``df`` to the run (default: the active one) as the table artifact
+    ``datasets/<name>.csv`` (``.parquet`` above :data:`CSV_MAX_ROWS` rows) and as a dataset
+    input (``context``: input, output, training, workflow ...) whose source is that artifact.
+    A second table of the same name on one run (a parent a rerun attached to) gets its digest
+    in the file name. Returns the dataset (``.digest``, ``.source.uri``)."""
+    import pandas as pd
+
+    run_id = run_id or mlflow.active_run().info.run_id
+    client = MlflowClient()
+    df = pd.DataFrame(df).reset_index(drop=True)
+    # mlflow's own digest fails on an empty frame with Arrow string columns (a shard whose
+    # articles gave no figure): name the empty table by its columns instead
+    digest = hashlib.sha256(",".join(map(str, df.columns)).encode()).hexdigest()[:8] if df.empty else compute_pandas_digest(df)
+    ext = "csv" if len(df) <= CSV_MAX_ROWS else "parquet"
+    taken = {Path(f.path).name for f in client.list_artifacts(run_id, "datasets")}
+    file = f"{name}.{ext}" if f"{name}.{ext}" not in taken else f"{name}.{digest}.{ext}"
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / file
+        if ext == "csv":
+            df.to_csv(local, index=False)
+        else:
+            df.to_parquet(local, index=False)
+        client.log_artifact(run_id, str(local), "datasets")
+    with warnings.catch_warnings():  # the schema's hint that integer columns cannot hold missing values
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        ds = mlflow.data.from_pandas(df, source=RunArtifactDatasetSource(f"runs:/{run_id}/datasets/{file}"), name=name,
+                                     digest=digest)
+    client.log_inputs(run_id, [DatasetInput(ds._to_mlflow_entity(), tags=[InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)])])
+    return ds
 
 
 def _git_commit() -> str | None:
@@ -161,27 +324,71 @@ def _context_tags() -> dict[str, str]:
     return tags
 
 
+def _previous_parent(results_dir: Path, client: MlflowClient, experiment_id: str):
+    """The parent run recorded in ``<results>/mlflow/parent_run.json`` if it is in this store and
+    experiment (else None), and the results folder's run group (None when there is none yet)."""
+    parent_file = results_dir / PARENT_FILE
+    if not parent_file.exists():
+        return None, None
+    try:
+        info = json.loads(parent_file.read_text())
+        run = client.get_run(info["run_id"])
+    except (ValueError, KeyError, MlflowException):
+        return None, None
+    if run.info.experiment_id != experiment_id:
+        return None, None
+    return run, run.data.tags.get(RUN_GROUP_TAG) or info.get("run_group")
+
+
+def _invocation_record(n: int) -> dict:
+    return {"invocation": n, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **_context_tags()}
+
+
 def start_workflow_run(results_dir: str | Path, config: dict, manifest=None) -> str:
-    """Create the invocation's parent run (left open) and record its id for the jobs."""
+    """Open the invocation's parent run (left RUNNING) and record its id for the jobs: the
+    results folder's last parent run again when it has ended and was made with this config (a
+    partial rerun), else a new one in the same run group (see the module docstring)."""
     results_dir = Path(results_dir)
     tcfg = config.get("tracking", {}) or {}
     uri = tracking_uri(results_dir, tcfg.get("uri"))
-    exp = _experiment_id(results_dir, uri, tcfg.get("experiment", DEFAULT_EXPERIMENT))
-    with mlflow.start_run(experiment_id=exp, run_name=f"workflow {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                          tags={**_context_tags(), "panel2patch.level": "workflow"}) as run:
-        mlflow.log_params(flatten(config))
-        mlflow.log_dict(config, "config.json")
+    exp = _experiment_id(results_dir, uri, tcfg.get("experiment", DEFAULT_EXPERIMENT), tcfg.get("artifact_location"))
+    client = MlflowClient(uri)
+    previous, group = _previous_parent(results_dir, client, exp)
+    group = group or uuid.uuid4().hex
+    params = flatten(config)
+    if previous is not None and previous.info.status in ("FINISHED", "FAILED", "KILLED") and previous.data.params == params:
+        run_id = previous.info.run_id
+        invocation = int(previous.data.tags.get(INVOCATIONS_TAG, "1")) + 1
+        client.update_run(run_id, status="RUNNING")
+        for key, value in {**_context_tags(), INVOCATIONS_TAG: str(invocation), RUN_GROUP_TAG: group}.items():
+            client.set_tag(run_id, key, value)
+        client.log_dict(run_id, _invocation_record(invocation), f"invocations/{invocation}.json")
         if manifest is not None and len(manifest):
-            mlflow.log_input(mlflow.data.from_pandas(manifest, source=str(results_dir), name="input-units"), context="workflow")
-        run_id = run.info.run_id
-    # start_run's context closed the run; reopen it as RUNNING until onsuccess/onerror.
-    MlflowClient(uri).update_run(run_id, status="RUNNING")
+            units = {d.dataset.digest for d in previous.inputs.dataset_inputs if d.dataset.name == "input-units"}
+            if compute_pandas_digest(manifest.reset_index(drop=True)) not in units:  # inputs changed since
+                log_dataset(manifest, "input-units", "workflow", run_id)
+        print(f"panel2patch: MLflow parent run {run_id} (invocation {invocation}; this config ran into {results_dir} before)",
+              file=sys.stderr)
+    else:
+        invocation = 1
+        with mlflow.start_run(experiment_id=exp, run_name=f"workflow {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                              tags={**_context_tags(), "panel2patch.level": "workflow", RUN_GROUP_TAG: group,
+                                    INVOCATIONS_TAG: "1"}) as run:
+            mlflow.log_params(params)
+            mlflow.log_dict(config, "config.json")
+            mlflow.log_dict(_invocation_record(1), "invocations/1.json")
+            if manifest is not None and len(manifest):
+                log_dataset(manifest, "input-units", "workflow")
+            run_id = run.info.run_id
+        # start_run's context closed the run; reopen it as RUNNING until onsuccess/onerror.
+        client.update_run(run_id, status="RUNNING")
     try:
         for old_id, reason in recover_dead_runs(uri, exp, run_id, tcfg.get("stale_after_hours", DEFAULT_STALE_AFTER_HOURS)):
             print(f"panel2patch: MLflow run {old_id} was left RUNNING; marked KILLED ({reason})", file=sys.stderr)
     except Exception as exc:  # housekeeping: never stops the workflow
         print(f"panel2patch: could not check for runs left RUNNING by a crash: {exc!r}", file=sys.stderr)
-    info = json.dumps({"run_id": run_id, "experiment_id": exp, "tracking_uri": uri})
+    info = json.dumps({"run_id": run_id, "experiment_id": exp, "tracking_uri": uri, "run_group": group,
+                       "invocation": invocation})
     parent = results_dir / PARENT_FILE
     parent.parent.mkdir(parents=True, exist_ok=True)
     parent.write_text(info)
@@ -282,13 +489,11 @@ class StageRun:
                 flat[k] = v
         mlflow.log_metrics(flat, step=step)
 
-    def log_manifest(self, df, name: str, context: str = "input") -> None:
-        """Log a table of inputs (paths, sizes, sha256) as the run's dataset input."""
-        # mlflow's own digest fails on an empty frame with Arrow string columns (a shard whose
-        # articles gave no figure): name the empty table by its columns instead
-        digest = hashlib.sha256(",".join(map(str, df.columns)).encode()).hexdigest()[:8] if df.empty else None
-        mlflow.log_input(mlflow.data.from_pandas(df, source=str(self.results_dir), name=name, digest=digest),
-                         context=context)
+    def log_manifest(self, df, name: str, context: str = "input"):
+        """Log a table (ids, paths, sha256 ...) as a dataset of the run that lists its rows: the
+        table is the artifact ``datasets/<name>.csv`` the dataset's source points to
+        (:func:`log_dataset`)."""
+        return log_dataset(df, name, context, self.run_id)
 
     def log_outputs(self, paths: dict[str, str | Path]) -> dict[str, dict]:
         """sha256 (and size) of every output: an ``outputs.json`` artifact and one tag per output."""
@@ -304,6 +509,16 @@ class StageRun:
         return record
 
 
+def _parent_running(parent: dict) -> bool:
+    uri = parent["tracking_uri"]
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return False  # the store was moved: never create an empty one at the old path
+    try:
+        return MlflowClient(uri).get_run(parent["run_id"]).info.status == "RUNNING"
+    except MlflowException:
+        return False
+
+
 @contextlib.contextmanager
 def stage_run(stage: str, name: str, params: dict, results_dir: str | Path, tracking_cfg: dict | None = None):
     """Nested run ``<stage>:<name>`` under the invocation's parent run (or top-level without one)."""
@@ -314,17 +529,44 @@ def stage_run(stage: str, name: str, params: dict, results_dir: str | Path, trac
         parent = json.loads(os.environ[PARENT_ENV])
     else:
         parent = json.loads(parent_file.read_text()) if parent_file.exists() else None
-    if parent and MlflowClient(parent["tracking_uri"]).get_run(parent["run_id"]).info.status != "RUNNING":
-        parent = None  # left over from a finished invocation: this job was started by hand
+    if parent and not _parent_running(parent):
+        parent = None  # left over from a finished invocation (or a moved store): this job was started by hand
     user_uri = os.environ.get("MLFLOW_TRACKING_URI") not in (None, "", _uri_set_here)
     if parent and not user_uri:
         uri, exp = parent["tracking_uri"], parent["experiment_id"]
         _use_uri(uri)
     else:
         uri = tracking_uri(results_dir, tracking_cfg.get("uri"))
-        exp = _experiment_id(results_dir, uri, tracking_cfg.get("experiment", DEFAULT_EXPERIMENT))
+        exp = _experiment_id(results_dir, uri, tracking_cfg.get("experiment", DEFAULT_EXPERIMENT),
+                             tracking_cfg.get("artifact_location"))
     tags = {**_context_tags(), "panel2patch.level": "stage", "panel2patch.stage": stage}
+    if parent:
+        tags.update({RUN_GROUP_TAG: parent.get("run_group", parent["run_id"]), INVOCATION_TAG: str(parent.get("invocation", 1))})
     with mlflow.start_run(experiment_id=exp, run_name=f"{stage}:{name}", parent_run_id=parent and parent["run_id"],
                           nested=bool(parent), tags=tags) as run:
         mlflow.log_params(flatten(params))
         yield StageRun(run, results_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m panel2patch.tracking relocate RESULTS``: re-point a moved or copied results
+    folder's embedded store at its own artifacts (the workflow does it by itself when it runs)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m panel2patch.tracking", description=main.__doc__)
+    ap.add_argument("command", choices=["relocate"], help="relocate: rewrite the store's artifact locations")
+    ap.add_argument("results", type=Path, help="the results folder holding mlflow/mlflow.db and mlflow/artifacts")
+    args = ap.parse_args(argv)
+    if not _embedded_db(args.results).is_file():
+        print(f"no MLflow store at {_embedded_db(args.results)}", file=sys.stderr)
+        return 2
+    moved = relocate_store(args.results)
+    for old, new in moved.items():
+        print(f"{old} -> {new}")
+    if not moved:
+        print("nothing to relocate: the store already points at its own artifacts")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -18,7 +18,8 @@ rule train:
     input:
         sizes=f"{RESULTS}/corpus/shards/sizes.json",
         run_config="config/train/{run}.yaml",
-        code=code("train.py", "panel2patch.train.main"),  # ranks run train.main
+        # ranks run train.main; pyfunc_model.py is logged as the MLflow model's code
+        code=code("train.py", "panel2patch.train.main", "panel2patch.model.pyfunc_model"),
     output:
         model=directory(f"{RESULTS}/train/{{run}}/final"),
         result=report(
@@ -36,6 +37,7 @@ rule train:
         deepspeed=TRAIN["deepspeed"],
         launcher=TRAIN["launcher"],
         tracking=TRACKING,
+        registered_model_name=config["tracking"]["registered_model_name"],
     threads: TRAIN["tasks"] * TRAIN["cpus_per_task"]
     resources:
         mem_mb=TRAIN["mem_mb"],

@@ -18,6 +18,10 @@ the whole corpus (near-duplicates, the article split) are made once:
                            figure_pairs, panel_pairs, patch_pairs, articles, figures
                            (logged to MLflow with ``mlflow.log_input``)
     ``yield.json``         supervision yield: pairs per source figure at each level, per split
+
+MLflow: the corpus run logs the manifest (dataset ``corpus-shards``) and :func:`.lineage.corpus_articles`
+(dataset ``corpus-articles``: which article's pairs are in which shard) as its outputs, each a
+table artifact the dataset points to; the train run logs the same two tables as its inputs.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import pyarrow as pa
 
 from .. import tracking
 from ..ingest.tables import read_table, write_table
+from .lineage import corpus_articles
 from .pairs import DEFAULTS, LEVELS, PAIRS, read_licence_table, shard_pairs
 from .select import drop_duplicate_copies, drop_near_duplicates, propagate_drops, split_articles
 from .report import write_report
@@ -127,7 +132,8 @@ def run_corpus(pair_tables: list[str | Path], out_dir: str | Path, cfg: dict | N
         manifest.to_parquet(out_dir / "manifest.parquet", index=False)
         y = supervision_yield(pairs)
         (out_dir / "yield.json").write_text(json.dumps(y, indent=1) + "\n")
-        run.log_manifest(manifest, "corpus-shards", context="output")
+        run.log_manifest(manifest, "corpus-shards", context="output")  # sha256 per shard
+        run.log_manifest(corpus_articles(out_dir, results_dir), "corpus-articles", context="output")
         stats = {"pairs": len(pairs), "kept": int(pairs.keep.sum()), "shards": len(manifest),
                  **{f"yield.{k}": v for k, v in y["per_figure"].items()},
                  **{f"pairs.{k}": v for k, v in y["pairs"].items()}, **drop_counts(pairs),

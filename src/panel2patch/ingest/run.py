@@ -28,6 +28,21 @@ def unit_manifest(units: list[Unit]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["path", "kind", "bytes", "sha256"])
 
 
+def unit_articles(units: pd.DataFrame, articles: pd.DataFrame) -> pd.DataFrame:
+    """The shard's dataset table: one row per article read from each input unit (``article_id``,
+    its ``source_path``, e.g. ``pkg.tar.gz!member.xml``), with the unit's ``path``, ``kind``,
+    ``bytes`` and ``sha256``; a unit that gave no article keeps one row with a null article_id."""
+    rows = []
+    for u in units.itertuples(index=False):
+        src = articles.source_path.astype(str) if len(articles) else pd.Series([], dtype=str)
+        mine = articles[(src == u.path) | src.str.startswith(u.path + "/") | src.str.startswith(u.path + "!")] \
+            if len(articles) else articles
+        base = {"path": u.path, "kind": u.kind, "bytes": u.bytes, "sha256": u.sha256}
+        rows += [{**base, "article_id": a.article_id, "source_path": a.source_path} for a in mine.itertuples(index=False)] \
+            or [{**base, "article_id": None, "source_path": None}]
+    return pd.DataFrame(rows, columns=["article_id", "source_path", "path", "kind", "bytes", "sha256"])
+
+
 def run_shard(units: list[dict | Unit], out_dir: str | Path, shard: str, cfg: dict | None,
               results_dir: str | Path = "results", tracking_cfg: dict | None = None, track: bool = True,
               progress: bool = True) -> dict:
@@ -39,8 +54,10 @@ def run_shard(units: list[dict | Unit], out_dir: str | Path, shard: str, cfg: di
     if not track:
         return ingest_units(units, out_dir, shard, cfg, progress=progress)
     with tracking.stage_run("ingest", shard, cfg, results_dir, tracking_cfg) as run:
-        run.log_manifest(unit_manifest(units), name=f"ingest-{shard}")
+        manifest = unit_manifest(units)
         stats = ingest_units(units, out_dir, shard, cfg, progress=progress)
+        articles = pd.read_parquet(stats["outputs"]["articles"], columns=["article_id", "source_path"])
+        run.log_manifest(unit_articles(manifest, articles), name=f"ingest-{shard}")
         run.log_metrics({k: v for k, v in stats.items() if k != "outputs"})
         outputs = {**stats["outputs"], "images": str(Path(out_dir) / "images")}
         run.log_outputs(outputs)

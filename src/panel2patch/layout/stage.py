@@ -125,8 +125,11 @@ def run_layout_shard(figures_parquet: str | Path, ingest_dir: str | Path, out_di
     crops.mkdir(parents=True, exist_ok=True)
     with tracking.stage_run("layout", shard, {"layout": cfg}, results_dir, tracking_cfg) as run:
         t0 = time.perf_counter()
-        figs = read_table(figures_parquet, columns=["figure_id", "image_path", "image_sha256"])
-        run.log_manifest(figs, name=f"{shard}-figures")
+        import pyarrow.parquet as pq
+
+        cols = ["figure_id", "article_id", "image_path", "image_sha256"]  # article_id: in ingest's tables
+        figs = read_table(figures_parquet, columns=[c for c in cols if c in pq.read_schema(figures_parquet).names])
+        run.log_manifest(figs, name=f"{shard}-figures")  # the figures laid out: ids, image path, sha256
         if detector is not None:
             import mlflow
 

@@ -107,7 +107,12 @@ DEFAULTS = {
     "eval_batch": 64,
     "eval_every_epoch": True,
     "threads": None,  # torch intra-op threads per rank (None: torch's default)
-    "mlflow": {"enabled": True, "results_dir": "results", "uri": None, "experiment": "panel2patch", "name": None},
+    # MLflow (rank 0): the run nests under the workflow's parent run; its dataset inputs are the
+    # corpus shards' manifest and the articles in each shard (tables, panel2patch.tracking); the
+    # exported model is logged as an MLflow pyfunc model and registered as registered_model_name
+    # ("{run}" = the run's name; null: logged, not registered)
+    "mlflow": {"enabled": True, "results_dir": "results", "uri": None, "experiment": "panel2patch", "name": None,
+               "registered_model_name": "panel2patch-{run}"},
 }
 
 
@@ -386,6 +391,25 @@ def _metric_lines(metrics: dict, prefix: str, levels: list[str], why_none: dict[
     return ["| level | pairs | recall (each pair's own text is its only positive) |", "|---|---|---|", *lines]
 
 
+def training_tables(data_dir: str | Path):
+    """The train run's dataset inputs: the shards' manifest (the corpus stage's
+    ``manifest.parquet`` beside the shard folder; for shards made elsewhere, sha256 and pairs per
+    shard from ``sizes.json``) and the articles in each shard (None without the corpus tables)."""
+    import pandas as pd
+
+    from panel2patch.corpus.lineage import corpus_articles
+
+    data_dir = Path(data_dir)
+    corpus_dir = data_dir.parent
+    if (corpus_dir / "manifest.parquet").is_file() and (corpus_dir / "shards").resolve() == data_dir.resolve():
+        shards = pd.read_parquet(corpus_dir / "manifest.parquet")
+        return shards, corpus_articles(corpus_dir)
+    man = D.manifest(data_dir)
+    shards = pd.DataFrame([{"shard": n, "path": str(data_dir / n), "sha256": v["sha256"], "pairs": v["pairs"]}
+                           for n, v in man["shards"].items()], columns=["shard", "path", "sha256", "pairs"])
+    return shards, None
+
+
 def model_card(cfg: dict, manifest: dict, metrics: dict, step: int, world: int, *, test_metrics: dict | None = None,
                test_none: str | None = None, licences: dict | None = None, commit: str = "unknown",
                run_id: str | None = None, weights_sha256: str | None = None) -> str:
@@ -584,6 +608,10 @@ def main(argv: list[str] | None = None) -> dict:
             mlflow.log_dict(cfg, "run_config.json")
             if ds_config:
                 mlflow.log_dict(ds_config, "ds_config.json")
+            shards, articles = training_tables(cfg["data"])
+            run.log_manifest(shards, "corpus-shards", context="training")
+            if articles is not None:
+                run.log_manifest(articles, "corpus-articles", context="training")
     metrics_file = open(out_dir / "metrics.jsonl", "a") if rank == 0 else None
 
     def log_metrics(metrics: dict, at: int) -> None:
@@ -725,6 +753,19 @@ def main(argv: list[str] | None = None) -> dict:
             mlflow.log_artifact(str(final / "README.md"))
             mlflow.log_artifact(str(final / "data_manifest.json"))
             run.log_outputs({"model": final})
+            from panel2patch.model.mlflow_model import log_model, render_name
+
+            t_log = time.perf_counter()
+            registered = render_name(m["registered_model_name"], m["name"] or out_dir.name)
+            info = log_model(final, registered, tags={"weights_sha256": weights_sha, "data.manifest_digest": man["digest"]})
+            mlflow.set_tag("model.uri", info.model_uri)
+            result["mlflow_model"] = {"model_uri": info.model_uri, "seconds": round(time.perf_counter() - t_log, 2)}
+            if registered:
+                version = info.registered_model_version
+                mlflow.set_tag("model.registered", f"models:/{registered}/{version}")
+                result["mlflow_model"]["registered"] = f"models:/{registered}/{version}"
+            log.info("MLflow model %s (%s) in %.1f s", info.model_uri, result["mlflow_model"].get("registered", "not registered"),
+                     result["mlflow_model"]["seconds"])
         metrics_file.close()
         (out_dir / "result.json").write_text(json.dumps(result, indent=1))
     stack.close()
