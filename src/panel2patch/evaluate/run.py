@@ -170,11 +170,13 @@ def markdown(result: dict, title: str | None = None) -> str:
 
 
 def metric_key(row: dict, column: str) -> str:
-    """An MLflow metric name: ``<benchmark>/<data>/<metric>/<column>`` in MLflow's alphabet."""
+    """An MLflow metric name: ``<benchmark>/<data>/<metric>/<column>`` in MLflow's alphabet, e.g.
+    ``retrieval/corpus-test/panel/i2t_r1/untrained``, ``zeroshot/vqa-rad-organ/balanced_acc/model``."""
     import re
 
-    raw = f"{row['benchmark']}/{row['data']}/{row['metric']}/{column}"
-    return re.sub(r"[^A-Za-z0-9_\-./ ]", "_", raw.replace("@", "_at_"))
+    metric = row["metric"].replace(" R@", "_r").replace(" ", "_")  # "i2t R@1" -> "i2t_r1"
+    raw = f"{row['benchmark']}/{row['data']}/{metric}/{column.replace(' ', '_')}"
+    return re.sub(r"[^A-Za-z0-9_\-./]", "_", raw)
 
 
 def log_to_mlflow(result: dict, out_dir: str | Path, name: str, results_dir: str | Path,

@@ -61,5 +61,5 @@ def run(models, sets: list[VQASet], seed: int = 0, batch_size: int = 64) -> Outc
                     values["text-only"] = float((_head(qtr, y_train, qte, seed) == y_test).mean())
         majority = int(y_train.mean() >= 0.5)
         values.update({"chance": 0.5, "majority": float((y_test == majority).mean())})
-        out.row("vqa", vs.name, "yes/no acc", len(y_test), values)
+        out.row("vqa", vs.name, "yes-no acc", len(y_test), values)
     return out
