@@ -45,7 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grounding-candidates", type=int, default=DEFAULTS["grounding_candidates"],
                    help="regions per phrase in the pointing game (default 8)")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seed of probes, heads, perturbations, baseline")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"])
+    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="images or texts encoded at once (default 64)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--mlflow", action="store_true", help="log an MLflow run (store: --results-dir/mlflow)")
     p.add_argument("--results-dir", default="results", help="folder whose mlflow/ holds the store (default results)")
