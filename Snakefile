@@ -26,6 +26,7 @@ include: "workflow/rules/align.smk"
 include: "workflow/rules/markers.smk"
 include: "workflow/rules/corpus.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:

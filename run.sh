@@ -64,6 +64,10 @@ case "${1:-}" in
     echo "Corpus: results/corpus/shards/ (audit: $VENV/bin/panel2patch corpus check results/corpus)"
     echo "QC report: results/corpus/report/index.html   model: results/train/tiny/final/"
     echo "MLflow runs: $VENV/bin/mlflow ui --backend-store-uri sqlite:///results/mlflow/mlflow.db"
+    # the evaluation of each trained run (rule evaluate): model vs its untrained baseline and references
+    for table in results/evaluate/*/evaluation.md; do
+      [ -f "$table" ] && { echo; echo "Evaluation: $table"; cat "$table"; }
+    done
     ;;
   test)
     shift

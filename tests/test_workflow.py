@@ -88,7 +88,8 @@ def test_mlflow_lineage(demo):
     children = {r.info.run_name: r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
     assert set(children) == {f"{stage}:{shard}" for stage in ("ingest", "text", "layout", "align", "markers", "corpus_pairs")
                              for shard in ("shard-00000", "shard-00001")} | {"ingest_summary:all", "corpus:all",
-                                                                             "corpus_report:all", "train:tiny"}
+                                                                             "corpus_report:all", "train:tiny",
+                                                                             "evaluate:tiny"}
     for shard in ("shard-00000", "shard-00001"):
         run = children[f"ingest:{shard}"]
         assert run.info.status == "FINISHED"
@@ -141,6 +142,13 @@ def test_demo_builds_a_linked_three_level_corpus_and_report(demo):
     assert result["world_size"] == 2 and (demo / "results/train/tiny/final").is_dir()
     page = (demo / "results/corpus/report/index.html").read_text()
     assert "10.7554_eLife.01222__fig4" in page and (demo / "results/corpus/report/img").is_dir()
+    # the evaluate rule: the trained model and its untrained baseline in every row, digests and data sha256
+    ev = json.loads((demo / "results/evaluate/tiny/evaluation.json").read_text())
+    assert [m["label"] for m in ev["models"]] == ["model", "untrained"] and not ev["failed"]
+    assert ev["models"][0]["digest"] == result["weights_sha256"]
+    assert {r["benchmark"] for r in ev["rows"]} >= {"retrieval", "zeroshot", "probe", "vqa", "perturbed"}
+    assert all({"model", "untrained", "chance"} <= set(r["values"]) for r in ev["rows"])
+    assert "| retrieval | corpus-test/panel | i2t R@1 |" in (demo / "results/evaluate/tiny/evaluation.md").read_text()
 
 
 def test_rerun_has_nothing_to_do_and_dry_run_logs_nothing(demo):
@@ -249,7 +257,7 @@ def test_report_holds_the_results(demo, tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     names = zipfile.ZipFile(tmp_path / "report.zip").namelist()
     for result in ("ingest/summary.json", "ingest/skips.tsv", "corpus/yield.json", "corpus/report.html",
-                   "train/tiny/result.json"):
+                   "train/tiny/result.json", "evaluate/tiny/evaluation.md"):
         assert any(n.endswith(result.rsplit("/", 1)[1]) for n in names), (result, names)
     standalone = (demo / "results/corpus/report.html").read_text()
     assert "10.7554_eLife.01222__fig4" in standalone and 'src="data:image/jpeg;base64,' in standalone

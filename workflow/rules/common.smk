@@ -52,7 +52,10 @@ def get_final_output():
         f"{RESULTS}/ingest/summary.json",
         f"{RESULTS}/corpus/shards/sizes.json",
         f"{RESULTS}/corpus/report",
-    ] + expand(f"{RESULTS}/train/{{run}}/result.json", run=config["train"]["runs"])
+    ] + expand(f"{RESULTS}/train/{{run}}/result.json", run=config["train"]["runs"]) + (
+        expand(f"{RESULTS}/evaluate/{{run}}/evaluation.md", run=config["train"]["runs"])
+        if config["evaluate"]["benchmarks"] else []
+    )
 
 
 def print_yield():

@@ -50,3 +50,10 @@ def marker_detector_sources(wildcards):
 def marker_verifier_sources(wildcards):
     src = config["markers"].get("verifier", {}).get("sources", {})
     return [p for p in [src.get("vqa_rad"), src.get("hand_labelled")] if p]
+
+
+def evaluation_data(wildcards):
+    """The benchmark data the evaluate rule reads besides the corpus (VQA-RAD folder, user sets),
+    so a change to them reruns the evaluation."""
+    ev = config["evaluate"]
+    return [p for p in [ev.get("vqa_rad"), *ev.get("datasets", []), *ev.get("pairs", [])] if p]

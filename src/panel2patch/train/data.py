@@ -343,13 +343,16 @@ def write_synthetic_shards(
             half = size // 2
             panel = fig.crop((gx * half, gy * half, gx * half + half, gy * half + half)).resize((size, size))
             panel_id = f"{fig_id}_{L}"
+            panel_box = [gx * half, gy * half, gx * half + half, gy * half + half]  # figure pixels, as the corpus's bbox
             rows.append((panel_id, panel, {"level": "panel", "text": f"({L}) {_COLOURS[colour_i]} {thing} in sample {f}.",
-                                           "panel_id": panel_id, "parent_id": fig_id}))
+                                           "panel_id": panel_id, "parent_id": fig_id, "bbox": panel_box}))
             q = size // 4
             patch = panel.crop((q, q, size - q, size - q)).resize((size, size))
             marker = rng.choice(_MARKERS)
+            s_ = half / size  # panel image pixels -> figure pixels
+            patch_box = [panel_box[0] + q * s_, panel_box[1] + q * s_, panel_box[0] + (size - q) * s_, panel_box[1] + (size - q) * s_]
             rows.append((f"{panel_id}_p0", patch, {"level": "patch", "text": f"{marker} indicates the {thing}",
-                                                   "panel_id": panel_id, "parent_id": panel_id}))
+                                                   "panel_id": panel_id, "parent_id": panel_id, "bbox": patch_box}))
         samples = []
         for key, im, meta in rows:
             buf = io.BytesIO()
