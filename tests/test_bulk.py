@@ -128,3 +128,32 @@ def test_generator_cli_light_tree(tmp_path):
     assert len(read_list(tmp_path / "t" / "oa_file_list.csv")) > 40
     tree.main(["--out", str(tmp_path / "t"), "--incremental", "2024-03-01", "--new", "2", "--update", "1", "--light"])
     assert len(read_list(next((tmp_path / "t").glob("oa_comm/xml/*incr.2024-03-01.filelist.csv")))) == 3
+
+
+@pytest.mark.slow
+def test_snakemake_reruns_only_the_touched_shards(tmp_path):
+    """Real Snakemake: ingest a bulk tree, add a daily update (one new article, one newer
+    version), and the dry run lists only those two shards' ingest jobs and the summary."""
+    from test_workflow import copy_repo, snakemake
+
+    work = copy_repo(tmp_path / "wf")
+    root = tmp_path / "bulk"
+    tree.make_tree(root, 12, seed=5)
+    cfg = ["--config", f"inputs=[{root}]", "shard_size=8", "tracking={uri: null}"]
+    target = "results/ingest/summary.json"
+    proc = snakemake(work, target, *cfg)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = snakemake(work, "-n", target, *cfg)
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    before = sorted(p.name for p in (work / "results" / "units").glob("*.json"))
+    units = discover_units([root])
+    old = sorted(units)[0].pmcid  # an article of the first shard
+    touched = tree.add_incremental(root, "2024-02-01", 1, [old])
+    proc = snakemake(work, "-n", target, *cfg)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    jobs = re.findall(r"rule (\w+):\n(?:\s+.*\n)*?\s+wildcards: shard=(\S+)", out)
+    expect = {shard_of(p, 8, 16) for p in touched["new"] + touched["updated"]}
+    assert {s for rule, s in jobs if rule == "ingest"} == expect and len(expect) == 2
+    assert re.search(r"ingest_summary\s+1", out) and re.search(r"\ningest\s+2\n", out)
+    assert len(before) >= 3  # the other shards were there and are not rerun
