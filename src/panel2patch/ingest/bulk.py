@@ -36,6 +36,8 @@ import os
 import re
 from pathlib import Path
 
+import pandas as pd
+
 from .discover import Unit
 
 log = logging.getLogger(__name__)
@@ -55,9 +57,14 @@ def _column(name: str) -> str | None:
     return "updated" if key.startswith("lastupdated") else _COLUMNS.get(key)
 
 
-def read_list(path: str | Path) -> list[dict]:
-    """Rows of a PMC file list as dicts with keys file, pmcid, updated, licence, retracted, pmid
-    (missing columns are ""); a list without File/Accession ID columns is an error."""
+_FIELDS = ("file", "pmcid", "updated", "licence", "retracted", "pmid")
+
+
+def iter_list(path: str | Path):
+    """Rows of a PMC file list as tuples in the order of ``_FIELDS`` (stripped strings; "" where
+    the list lacks the column); rows without a file or PMCID are skipped with a warning. A list
+    without File/Accession ID columns is an error. (The csv module: no DataFrame of a million
+    rows is built, a few seconds per million rows.)"""
     with open(path, newline="", encoding="utf-8", errors="replace") as fh:
         reader = csv.reader(fh)
         header = next(reader, [])
@@ -65,17 +72,23 @@ def read_list(path: str | Path) -> list[dict]:
         if "file" not in cols or "pmcid" not in cols:
             raise ValueError(f"{path}: not a PMC OA file list (needs the columns File or Article File, "
                              f"and Accession ID or AccessionID; has {header})")
-        idx = {c: i for i, c in enumerate(cols) if c}
-        rows, n_bad = [], 0
+        idx = [cols.index(f) if f in cols else None for f in _FIELDS]
+        width, n_bad = len(header), 0
         for rec in reader:
-            row = {c: (rec[i].strip() if i < len(rec) else "") for c, i in idx.items()}
-            if not row["pmcid"] or not row["file"]:
+            if len(rec) < width:
+                rec = rec + [""] * (width - len(rec))
+            row = tuple(rec[i].strip() if i is not None else "" for i in idx)
+            if row[0] and row[1]:
+                yield row
+            else:
                 n_bad += 1
-                continue
-            rows.append(row)
     if n_bad:
         log.warning("%s: %d rows without a file or PMCID ignored", path, n_bad)
-    return rows
+
+
+def read_list(path: str | Path) -> pd.DataFrame:
+    """A PMC file list as a table with the columns of ``_FIELDS`` (see :func:`iter_list`)."""
+    return pd.DataFrame(list(iter_list(path)), columns=list(_FIELDS))
 
 
 def find_lists(root: str) -> tuple[list[str], list[str]]:
@@ -96,33 +109,31 @@ def bulk_units(root: str | Path) -> list[Unit]:
     """One unit per PMCID of the bulk tree at ``root`` (see the module docstring)."""
     root = str(root).rstrip("/") or "/"
     package_lists, archive_lists = find_lists(root)
-    best: dict[str, tuple] = {}   # PMCID -> (rank, row, path, member)
+    best: dict[str, tuple] = {}     # PMCID -> (rank, path, member, licence, retracted)
     package: dict[str, tuple] = {}  # PMCID -> (rank, path) of its newest package
-    for lst in package_lists:
-        for row in read_list(lst):
-            pmcid = row["pmcid"].upper()
-            path = f"{root}/{row['file']}"
-            rank = (row.get("updated", ""), 2, 0, path)
+    for lst in package_lists:  # rank: last-updated, then package 2 > archive 1, then incremental
+        for file, pmcid, updated, licence, retracted, _ in iter_list(lst):
+            pmcid, path = pmcid.upper(), f"{root}/{file}"
+            rank = (updated, 2, 0, path)
             if pmcid not in best or rank > best[pmcid][0]:
-                best[pmcid] = (rank, row, path, "")
+                best[pmcid] = (rank, path, "", licence, retracted)
             if pmcid not in package or rank > package[pmcid][0]:
                 package[pmcid] = (rank, path)
     for lst in archive_lists:
         archive = lst[: -len(".filelist.csv")] + ".tar.gz"
-        incr = 1 if ".incr." in Path(archive).name else 0
-        for row in read_list(lst):
-            pmcid = row["pmcid"].upper()
-            rank = (row.get("updated", ""), 1, incr, archive)
+        incr = int(".incr." in Path(archive).name)
+        for member, pmcid, updated, licence, retracted, _ in iter_list(lst):
+            pmcid = pmcid.upper()
+            rank = (updated, 1, incr, archive)
             if pmcid not in best or rank > best[pmcid][0]:
-                best[pmcid] = (rank, row, archive, row["file"])
+                best[pmcid] = (rank, archive, member, licence, retracted)
     units = []
-    for pmcid, (rank, row, path, member) in best.items():
-        meta = {"pmcid": pmcid, "licence": row.get("licence", ""), "updated": row.get("updated", "")}
-        if row.get("retracted", "").lower() in _YES:
-            units.append(Unit(path, "retracted", member=member, **meta))
+    for pmcid, (rank, path, member, licence, retracted) in best.items():
+        if retracted.lower() in _YES:
+            units.append(Unit(path, "retracted", member, "", pmcid, licence, rank[0]))
         elif not member:
-            units.append(Unit(path, "package", **meta))
+            units.append(Unit(path, "package", "", "", pmcid, licence, rank[0]))
         else:
             images = package[pmcid][1] if pmcid in package else ""
-            units.append(Unit(path, "bulk_xml", member=member, images=images, **meta))
+            units.append(Unit(path, "bulk_xml", member, images, pmcid, licence, rank[0]))
     return units

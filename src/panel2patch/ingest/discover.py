@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .jats import is_jats
@@ -50,10 +50,19 @@ class Unit:
 
     def as_dict(self) -> dict:
         """``path`` and ``kind``, plus the bulk fields that are set."""
-        return {k: v for k, v in asdict(self).items() if v or k in ("path", "kind")}
+        d = {"path": self.path, "kind": self.kind}
+        for k in _EXTRA:
+            if v := getattr(self, k):
+                d[k] = v
+        return d
+
+    def sort_key(self) -> tuple[str, str, str]:
+        """Cheaper than the dataclass's own ordering (a tuple of every field per comparison)."""
+        return self.path, self.kind, self.member
 
 
 UNIT_FIELDS = tuple(f.name for f in fields(Unit))
+_EXTRA = UNIT_FIELDS[2:]
 
 
 def article_key(unit: Unit) -> str:
@@ -130,7 +139,7 @@ def discover_units(paths: list[str | Path]) -> list[Unit]:
         if not path.is_dir():
             raise FileNotFoundError(f"input path does not exist: {raw}")
         _walk(str(path), units)
-    return sorted(units)
+    return sorted(units, key=Unit.sort_key)
 
 
 def make_shards(units: list[Unit], shard_size: int, hash_shards: int = 16) -> dict[str, list[Unit]]:
