@@ -162,7 +162,7 @@ def test_discovery_and_sharding(sample, tmp_path):
     assert kinds == {"manuscript.xml": "jats", "elife-01222.xml": "jats", "elife-00353.tar.gz": "package",
                      "elife-19405.tar.gz": "package",
                      "elife-00790.pdf": "pdf", "elife-15600.pdf": "pdf", "elife-22661.pdf": "pdf"}
-    shards = make_shards(units, 4)
+    shards = make_shards(units, 4, 2)
     assert list(shards) == ["shard-00000", "shard-00001"] and sum(map(len, shards.values())) == len(units)
     # a PDF beside a JATS file is the same article: the JATS is used, the PDF is not a unit
     write_article(tmp_path / "a", "9", [])

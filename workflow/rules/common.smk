@@ -6,6 +6,7 @@ from snakemake.utils import validate
 
 from panel2patch import tracking
 from panel2patch.ingest import discover_units, make_shards
+from panel2patch.ingest.shards import write_manifests
 from panel2patch.smk import coerce_overrides
 
 
@@ -15,19 +16,23 @@ validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = "results"
 UNITS = discover_units(config["inputs"])
-SHARDS = make_shards(UNITS, config["shard_size"])
+# Stable shards (panel2patch.ingest.shards): a PMCID range or a hash bucket per article, so added
+# articles never move others; each shard's unit list is written to results/units/<shard>.json only
+# when it changed, and is the ingest job's one input (not one input per article).
+SHARDS = make_shards(UNITS, config["shard_size"], config["hash_shards"])
+SHARD_MANIFESTS = write_manifests(SHARDS, f"{RESULTS}/units")
 # What a job needs to find its MLflow store (in the rules' TRACKING param, inputs.smk).
 JOB_TRACKING = {k: config["tracking"][k] for k in ("uri", "experiment")}
 
 
 wildcard_constraints:
-    shard=r"shard-\d+",
+    shard=r"shard-(pmc)?\d+",
 
 
-def shard_paths(wildcards):
-    """Input files of one shard (so Snakemake reruns a shard when one of its articles changes);
-    links are skipped by ingest, never followed (a dangling one would stop Snakemake)."""
-    return [u.path for u in SHARDS[wildcards.shard] if u.kind != "link"]
+def shard_manifest(wildcards):
+    """The shard's unit list (with a version stamp per article, so Snakemake reruns a shard when
+    one of its articles changes); links are listed, never followed."""
+    return SHARD_MANIFESTS[wildcards.shard]
 
 
 def shard_units(wildcards):

@@ -3,7 +3,7 @@
 
 rule ingest:
     input:
-        shard_paths,
+        units=shard_manifest,
         code=code("ingest.py"),
     output:
         figures=f"{RESULTS}/{{shard}}/ingest/figures.parquet",
@@ -15,7 +15,6 @@ rule ingest:
     benchmark:
         f"{RESULTS}/benchmarks/ingest/{{shard}}.tsv"
     params:
-        units=shard_units,
         cfg=config["ingest"],
         tracking=TRACKING,
     threads: 1

@@ -4,9 +4,10 @@ import sys
 sys.stderr = open(snakemake.log[0], "w", buffering=1)
 
 from panel2patch.ingest.run import run_shard
+from panel2patch.ingest.shards import read_manifest
 
 run_shard(
-    units=snakemake.params.units,
+    units=read_manifest(snakemake.input.units),
     out_dir=snakemake.output.figures.rsplit("/", 1)[0],
     shard=snakemake.wildcards.shard,
     cfg=snakemake.params.cfg,

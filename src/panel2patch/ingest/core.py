@@ -17,16 +17,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import tables
-from .discover import Unit, discover_units
+from .discover import GENERIC_STEMS, Unit, discover_units
 from .images import ImageSkip, save_figure_image
 from .jats import JatsArticle, JatsError, is_jats, parse_jats
 from .licence import licence_code
-from .package import PackageError, extract_package
+from .package import PackageError, extract_members, extract_package
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")  # preference order
-GENERIC_STEMS = {"manuscript", "article", "main", "paper", "index", "document", "fulltext"}
 PACKAGE_TMP_PREFIX = "p2p-pkg-"  # a package's temporary extraction in the shard folder (a killed run's is removed)
 
 DEFAULTS = {
@@ -113,14 +112,18 @@ def _article_id(art: JatsArticle, xml_path: Path) -> str:
 
 
 def _ingest_jats(xml: Path, image_root: Path, source: str, w: ShardWriter, cfg: dict, index_cache: dict,
-                 recursive: bool = False) -> None:
+                 recursive: bool = False, meta: Unit | None = None) -> None:
     """One JATS article; its figure files are looked up in ``image_root`` (and, ``recursive``,
-    below it: a package)."""
+    below it: a package). ``meta``: a bulk unit whose file-list PMCID and licence fill in what the
+    JATS does not state."""
     try:
         art = parse_jats(xml)
     except JatsError as exc:
-        w.skip(source, exc.reason, str(exc))
+        w.skip(source, exc.reason, str(exc), meta.pmcid or None if meta else None)
         return
+    if meta is not None:
+        art.pmcid = art.pmcid or meta.pmcid or None
+        art.licence = art.licence or meta.licence or None
     article_id = _article_id(art, xml)
     if (image_root, recursive) not in index_cache:
         index_cache[image_root, recursive] = _image_index(image_root, recursive)
@@ -201,7 +204,7 @@ def _ingest_pdf(pdf: Path, source: str, w: ShardWriter, cfg: dict) -> None:
         )
 
 
-def _ingest_package(pkg: Path, source: str, w: ShardWriter, cfg: dict) -> None:
+def _ingest_package(pkg: Path, source: str, w: ShardWriter, cfg: dict, meta: Unit | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix=PACKAGE_TMP_PREFIX, dir=w.out_dir) as tmp:
         try:
             extracted = extract_package(pkg, tmp, cfg["max_member_bytes"], cfg["max_package_bytes"], cfg["max_members"])
@@ -216,12 +219,48 @@ def _ingest_package(pkg: Path, source: str, w: ShardWriter, cfg: dict) -> None:
             index_cache: dict = {}
             for xml in sorted(xmls):
                 _ingest_jats(xml, Path(tmp), f"{source}!{xml.relative_to(tmp).as_posix()}", w, cfg, index_cache,
-                             recursive=True)
+                             recursive=True, meta=meta)
         elif pdfs:
             for pdf in sorted(pdfs):
                 _ingest_pdf(pdf, f"{source}!{pdf.relative_to(tmp).as_posix()}", w, cfg)
         else:
             w.skip(source, "bad-package", "no JATS article or PDF inside the package")
+
+
+def _ingest_bulk_xml(unit: Unit, xml: Path | str | None, w: ShardWriter, cfg: dict) -> None:
+    """A bulk archive's XML (``xml``: extracted file, or why not) with the figure files of the
+    article's package (``unit.images``), joined by PMCID."""
+    source = f"{unit.path}!{unit.member}"
+    if not isinstance(xml, Path):
+        why = xml or "not in the archive"
+        w.skip(source, "missing-article", f"{unit.member} ({unit.pmcid}): {why}", unit.pmcid or None)
+        return
+    with tempfile.TemporaryDirectory(prefix=PACKAGE_TMP_PREFIX, dir=w.out_dir) as tmp:
+        if unit.images:
+            try:
+                extracted = extract_package(unit.images, tmp, cfg["max_member_bytes"], cfg["max_package_bytes"],
+                                            cfg["max_members"])
+                for name, why in extracted.refused:
+                    w.skip(unit.images, "bad-package", f"member {name!r} refused: {why}", unit.pmcid or None)
+            except PackageError as exc:  # the text is still read; its figures will miss their images
+                w.skip(unit.images, "bad-package", f"images of {unit.pmcid}: {exc}", unit.pmcid or None)
+        _ingest_jats(xml, Path(tmp), source, w, cfg, {}, recursive=True, meta=unit)
+
+
+def _extract_bulk_xml(units: list[Unit], dest: Path, w: ShardWriter, cfg: dict) -> dict[tuple[str, str], Path | str]:
+    """The XML of every ``bulk_xml`` unit, one pass over each archive (not one per article)."""
+    by_archive: dict[str, set[str]] = {}
+    for u in units:
+        if u.kind == "bulk_xml":
+            by_archive.setdefault(u.path, set()).add(u.member)
+    found: dict[tuple[str, str], Path | str] = {}
+    for n, (archive, members) in enumerate(sorted(by_archive.items())):
+        try:
+            got = extract_members(archive, members, dest / str(n), cfg["max_member_bytes"])
+        except Exception as exc:  # noqa: BLE001 - a corrupt archive skips its articles, never the shard
+            got = {m: f"archive unreadable: {type(exc).__name__}: {exc}" for m in members}
+        found.update({(archive, m): v for m, v in got.items()})
+    return found
 
 
 def ingest_units(units: list[Unit], out_dir: str | Path, shard: str, cfg: dict | None = None, progress: bool = True) -> dict:
@@ -236,13 +275,21 @@ def ingest_units(units: list[Unit], out_dir: str | Path, shard: str, cfg: dict |
     w = ShardWriter(out_dir, shard)
     index_cache: dict = {}
     t0 = time.perf_counter()
+    bulk_tmp = tempfile.TemporaryDirectory(prefix=PACKAGE_TMP_PREFIX + "bulk-", dir=out_dir)
+    bulk_xml = _extract_bulk_xml(units, Path(bulk_tmp.name), w, cfg)
     for unit in tqdm(units, desc=f"ingest {shard}", unit="article", disable=not progress):
         path = Path(unit.path)
         try:
             if unit.kind == "jats":
                 _ingest_jats(path, path.parent, unit.path, w, cfg, index_cache)
             elif unit.kind == "package":
-                _ingest_package(path, unit.path, w, cfg)
+                _ingest_package(path, unit.path, w, cfg, meta=unit if unit.pmcid else None)
+            elif unit.kind == "bulk_xml":
+                _ingest_bulk_xml(unit, bulk_xml.get((unit.path, unit.member)), w, cfg)
+            elif unit.kind == "retracted":
+                source = f"{unit.path}!{unit.member}" if unit.member else unit.path
+                w.skip(source, "retracted", f"{unit.pmcid} is marked retracted in the PMC OA file list "
+                       f"(last updated {unit.updated or 'unknown'}); not ingested", unit.pmcid or None)
             elif unit.kind == "pdf":
                 _ingest_pdf(path, unit.path, w, cfg)
             elif unit.kind == "link":
@@ -252,6 +299,7 @@ def ingest_units(units: list[Unit], out_dir: str | Path, shard: str, cfg: dict |
         except Exception as exc:  # one bad article never kills the shard
             log.exception("unexpected error on %s", unit.path)
             w.skip(unit.path, "error", f"{type(exc).__name__}: {exc}")
+    bulk_tmp.cleanup()
     paths = w.write()
     reasons = Counter(s["reason"] for s in w.skips)
     return {

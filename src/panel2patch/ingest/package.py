@@ -100,3 +100,33 @@ def extract_package(path: str | Path, dest: str | Path, max_member_bytes: int, m
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as exc:
         raise PackageError(f"{path.name}: {type(exc).__name__}: {exc}") from None
     return out
+
+
+def extract_members(path: str | Path, wanted: set[str], dest: str | Path, max_member_bytes: int) -> dict[str, Path | str]:
+    """Stream the ``.tar.gz`` archive ``path`` once and write each member named in ``wanted`` (a
+    PMC OA bulk archive's XML files) to ``dest/<n>.xml``; stop as soon as all are found. Returns
+    {member: written path, or why it was not}; a member never met is absent. Member names are
+    matched, never used as paths, and only regular files within ``max_member_bytes`` are written.
+    Raises :class:`PackageError` when the archive cannot be read."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Path | str] = {}
+    try:
+        with tarfile.open(path, "r|*") as tf:
+            for member in tf:
+                if member.name not in wanted or member.name in out:
+                    continue
+                if not member.isfile():
+                    out[member.name] = "not a regular file"
+                elif member.size > max_member_bytes:
+                    out[member.name] = f"{member.size} bytes > max_member_bytes {max_member_bytes}"
+                else:
+                    target = dest / f"{len(out)}.xml"
+                    stream = tf.extractfile(member)
+                    target.write_bytes(stream.read(member.size + 1) if stream is not None else b"")
+                    out[member.name] = target
+                if len(out) == len(wanted):
+                    break
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise PackageError(f"{Path(path).name}: {type(exc).__name__}: {exc}") from None
+    return out

@@ -22,9 +22,11 @@ def unit_manifest(units: list[Unit]) -> pd.DataFrame:
     rows = []
     for u in units:
         p = Path(u.path)
-        ok = u.kind != "link" and p.is_file()  # a link is never followed, not even to hash it
-        rows.append({"path": u.path, "kind": u.kind, "bytes": p.stat().st_size if ok else None,
-                     "sha256": sha256_file(p) if ok else None})
+        # a link is never followed, not even to hash it; a bulk archive (GBs) is named by its
+        # member, not hashed once per shard
+        ok = u.kind in ("jats", "package", "pdf", "unsupported") and p.is_file()
+        rows.append({"path": f"{u.path}!{u.member}" if u.member else u.path, "kind": u.kind,
+                     "bytes": p.stat().st_size if ok else None, "sha256": sha256_file(p) if ok else None})
     return pd.DataFrame(rows, columns=["path", "kind", "bytes", "sha256"])
 
 

@@ -65,6 +65,8 @@ SKIP_REASONS = {
     "pdf-render-failed": "the PDF figure region could not be rendered",
     "unsupported-input": "the input is not a JATS file, article folder, package or PDF",
     "symlink": "a symbolic link inside an input folder (an article, folder or figure file): never followed",
+    "retracted": "the PMC OA file list marks the article retracted (its newest row); not ingested",
+    "missing-article": "a PMC OA bulk archive lacks the XML its file list names (or it is unsafe or too large)",
     "error": "an unexpected error (see detail)",
 }
 

@@ -1,0 +1,139 @@
+"""PMC OA bulk trees: articles from the file lists, not from a walk of a million files.
+
+The layout, as PMC distributes it (any subset of it is fine)::
+
+    ROOT/oa_file_list.csv                 per-article packages (also oa_comm_use_file_list.csv, ...):
+                                          File,Article Citation,Accession ID,
+                                          Last Updated (YYYY-MM-DD HH:MM:SS),PMID,License[,Retracted]
+    ROOT/oa_package/08/e0/PMC13900.tar.gz a package: the article's XML + figure files (File above)
+    ROOT/oa_comm/xml/oa_comm_xml.PMC001xxxxxx.baseline.2024-01-01.tar.gz     XML only, no images
+    ROOT/oa_comm/xml/oa_comm_xml.PMC001xxxxxx.baseline.2024-01-01.filelist.csv
+    ROOT/oa_comm/xml/oa_comm_xml.incr.2024-01-02.tar.gz (+ .filelist.csv)    a daily update
+                                          Article File,Article Citation,AccessionID,
+                                          LastUpdated (YYYY-MM-DD HH:MM:SS),PMID,License,Retracted
+    ROOT/oa_noncomm/..., ROOT/oa_other/...  the same for the other licence groups
+
+(archive lists may also lie in ROOT or ROOT/oa_*/). A folder is such a root when it holds a
+``*file_list.csv``, a ``*.filelist.csv`` or an ``oa_comm``/``oa_noncomm``/``oa_other`` folder.
+
+Each PMCID becomes one unit, from the newest of its rows in all lists (last-updated time; on a
+tie a package, which has the images, then an incremental archive): a newer version replaces the
+older one. If that row says ``Retracted: yes`` the unit is ``retracted`` (ingest records the skip
+``retracted``); if it is a package, a ``package`` unit; if it is an archive's XML, a ``bulk_xml``
+unit that reads the XML from the archive and the figure files from the article's package (joined
+by PMCID; without a package the figures are skipped as ``missing-image``: bulk XML has no images).
+Licence and PMCID come from the lists (the JATS licence is used when it states one).
+
+Files are never listed or opened here, only the lists (and ``stat`` of the few archives, for
+their version stamp): a file a list names but that is missing is a skip at ingest.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from .discover import Unit
+
+log = logging.getLogger(__name__)
+
+SUBSETS = ("oa_comm", "oa_noncomm", "oa_other")
+_COLUMNS = {"file": "file", "articlefile": "file", "accessionid": "pmcid", "license": "licence",
+            "retracted": "retracted", "pmid": "pmid"}
+_YES = {"yes", "y", "true", "1"}
+
+
+def is_bulk_root(folder: str, names: list[str]) -> bool:
+    return any(n.endswith(("file_list.csv", ".filelist.csv")) or n in SUBSETS for n in names)
+
+
+def _column(name: str) -> str | None:
+    key = re.sub(r"[^a-z]", "", name.lower())
+    return "updated" if key.startswith("lastupdated") else _COLUMNS.get(key)
+
+
+_FIELDS = ("file", "pmcid", "updated", "licence", "retracted", "pmid")
+
+
+def iter_list(path: str | Path):
+    """Rows of a PMC file list as tuples in the order of ``_FIELDS`` (stripped strings; "" where
+    the list lacks the column); rows without a file or PMCID are skipped with a warning. A list
+    without File/Accession ID columns is an error. (The csv module: no DataFrame of a million
+    rows is built, a few seconds per million rows.)"""
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, [])
+        cols = [_column(h) for h in header]
+        if "file" not in cols or "pmcid" not in cols:
+            raise ValueError(f"{path}: not a PMC OA file list (needs the columns File or Article File, "
+                             f"and Accession ID or AccessionID; has {header})")
+        idx = [cols.index(f) if f in cols else None for f in _FIELDS]
+        width, n_bad = len(header), 0
+        for rec in reader:
+            if len(rec) < width:
+                rec = rec + [""] * (width - len(rec))
+            row = tuple(rec[i].strip() if i is not None else "" for i in idx)
+            if row[0] and row[1]:
+                yield row
+            else:
+                n_bad += 1
+    if n_bad:
+        log.warning("%s: %d rows without a file or PMCID ignored", path, n_bad)
+
+
+def read_list(path: str | Path) -> pd.DataFrame:
+    """A PMC file list as a table with the columns of ``_FIELDS`` (see :func:`iter_list`)."""
+    return pd.DataFrame(list(iter_list(path)), columns=list(_FIELDS))
+
+
+def find_lists(root: str) -> tuple[list[str], list[str]]:
+    """(package lists, archive lists) of a bulk root, without walking its package folders."""
+    packages, archives = [], []
+    for folder in [root, *(f"{root}/{s}" for s in SUBSETS), *(f"{root}/{s}/xml" for s in SUBSETS)]:
+        if not os.path.isdir(folder):
+            continue
+        for name in sorted(os.listdir(folder)):
+            if name.endswith(".filelist.csv"):
+                archives.append(f"{folder}/{name}")
+            elif name.endswith("file_list.csv") and folder == root:
+                packages.append(f"{folder}/{name}")
+    return packages, archives
+
+
+def bulk_units(root: str | Path) -> list[Unit]:
+    """One unit per PMCID of the bulk tree at ``root`` (see the module docstring)."""
+    root = str(root).rstrip("/") or "/"
+    package_lists, archive_lists = find_lists(root)
+    best: dict[str, tuple] = {}     # PMCID -> (rank, path, member, licence, retracted)
+    package: dict[str, tuple] = {}  # PMCID -> (rank, path) of its newest package
+    for lst in package_lists:  # rank: last-updated, then package 2 > archive 1, then incremental
+        for file, pmcid, updated, licence, retracted, _ in iter_list(lst):
+            pmcid, path = pmcid.upper(), f"{root}/{file}"
+            rank = (updated, 2, 0, path)
+            if pmcid not in best or rank > best[pmcid][0]:
+                best[pmcid] = (rank, path, "", licence, retracted)
+            if pmcid not in package or rank > package[pmcid][0]:
+                package[pmcid] = (rank, path)
+    for lst in archive_lists:
+        archive = lst[: -len(".filelist.csv")] + ".tar.gz"
+        incr = int(".incr." in Path(archive).name)
+        for member, pmcid, updated, licence, retracted, _ in iter_list(lst):
+            pmcid = pmcid.upper()
+            rank = (updated, 1, incr, archive)
+            if pmcid not in best or rank > best[pmcid][0]:
+                best[pmcid] = (rank, archive, member, licence, retracted)
+    units = []
+    for pmcid, (rank, path, member, licence, retracted) in best.items():
+        if retracted.lower() in _YES:
+            units.append(Unit(path, "retracted", member, "", pmcid, licence, rank[0]))
+        elif not member:
+            units.append(Unit(path, "package", "", "", pmcid, licence, rank[0]))
+        else:
+            images = package[pmcid][1] if pmcid in package else ""
+            units.append(Unit(path, "bulk_xml", member, images, pmcid, licence, rank[0]))
+    return units
