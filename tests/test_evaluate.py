@@ -145,6 +145,23 @@ def test_trained_model_beats_its_untrained_baseline_on_its_own_train_pairs(train
     assert p["values"]["chance"] == 0.25 and 0 <= p["values"]["model"] <= 1
     md = (tmp_path / "ev" / "evaluation.md").read_text()
     assert "| retrieval | corpus-train/figure | i2t R@1 |" in md and "Seconds: load models" in md
+    _assert_items_average_to_values(result)
+
+
+def _assert_items_average_to_values(result):
+    """Every row holds per-item outcomes (for paired comparisons, panel2patch.evaluate.ablation)
+    of every model column, one per test item, that give the row's value."""
+    from panel2patch.evaluate.ablation import statistic
+
+    for r in result["rows"]:
+        models = [m["label"] for m in result["models"]]
+        assert set(r["items"]) == set(models), r["metric"]
+        for label in models:
+            items = r["items"][label]
+            assert len(items) == r["n"] and all(0 <= x <= 1 for x in items), (r["benchmark"], r["metric"])
+            assert statistic(items, r.get("item_classes")) == pytest.approx(r["values"][label], abs=1e-5), \
+                (r["benchmark"], r["data"], r["metric"], label)
+        assert ("item_classes" in r) == (r["metric"] == "balanced acc")
 
 
 def test_classification_benchmarks_with_every_reference(trained, tmp_path):
@@ -160,6 +177,7 @@ def test_classification_benchmarks_with_every_reference(trained, tmp_path):
     vqa = _row(result, "vqa", "vqa-rad-yesno", "yes-no acc")
     assert {"model", "untrained", "chance", "majority", "text-only"} <= set(vqa["values"]) and vqa["n"] == 15
     assert result["data"]["vqa-rad-organ"]["sha256"] == D.vqa_rad_organ(VQA).sha256
+    _assert_items_average_to_values(result)
 
 
 def test_user_sets_csv_pairs_image_folder_and_medmnist_npz(trained, tmp_path):

@@ -53,19 +53,26 @@ def _references(cs: ClassSet) -> dict[str, dict[str, float]]:
             "balanced acc": {"chance": 1 / c, "majority": _balanced(y, pred)}}
 
 
-def zeroshot(model, cs: ClassSet, batch_size: int = 64) -> dict[str, float]:
-    """clip_benchmark's classifier (templates averaged per class) and its run_classification;
-    top-1 and balanced accuracy computed here (clip_benchmark 1.6.2's own ``accuracy`` calls
-    ``float()`` on a 1-element array, which numpy 2.4 refuses)."""
+def zeroshot_predict(model, cs: ClassSet, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """(true, predicted) class per test image by clip_benchmark's classifier (templates averaged
+    per class) and its run_classification."""
     from clip_benchmark.metrics import zeroshot_classification as zc
 
     loader = torch.utils.data.DataLoader(_Images(cs.test, model.preprocess, cs.classnames), batch_size=batch_size)
     with quiet_tqdm(zc):
         classifier = zc.zero_shot_classifier(model.model, model.tokenizer, cs.classnames, cs.templates, "cpu", amp=False)
         logits, target = zc.run_classification(model.model, classifier, loader, "cpu", amp=False)
-    pred = logits.argmax(1).numpy()
-    y = target.numpy()
+    return target.numpy(), logits.argmax(1).numpy()
+
+
+def _summary(y, pred) -> dict[str, float]:
     return {"acc": float((pred == y).mean()), "balanced acc": _balanced(y, pred)}
+
+
+def zeroshot(model, cs: ClassSet, batch_size: int = 64) -> dict[str, float]:
+    """Top-1 and balanced accuracy of :func:`zeroshot_predict`, computed here (clip_benchmark
+    1.6.2's own ``accuracy`` calls ``float()`` on a 1-element array, which numpy 2.4 refuses)."""
+    return _summary(*zeroshot_predict(model, cs, batch_size))
 
 
 def _fit_predict(x_train, y_train, x_test, seed: int) -> np.ndarray:
@@ -89,8 +96,14 @@ def _pixels(items) -> np.ndarray:
 
 
 def probe_scores(x_train, y_train, x_test, y_test, seed: int) -> dict[str, float]:
-    pred = _fit_predict(x_train, y_train, x_test, seed)
-    return {"acc": float((pred == y_test).mean()), "balanced acc": _balanced(y_test, pred)}
+    return _summary(y_test, _fit_predict(x_train, y_train, x_test, seed))
+
+
+def _row_items(preds: dict, y, metric: str) -> dict:
+    """The per-item outcomes of a row (Outcome.row): each model's 1/0 correctness, and for
+    balanced accuracy the items' true classes."""
+    items = {label: (pred == y).astype(float).tolist() for label, pred in preds.items()}
+    return {"items": items, "item_classes": y.tolist() if metric == "balanced acc" else None}
 
 
 def run(models, sets: list[ClassSet], benchmarks: set[str], seed: int = 0, batch_size: int = 64) -> Outcome:
@@ -107,9 +120,13 @@ def run(models, sets: list[ClassSet], benchmarks: set[str], seed: int = 0, batch
             if not cs.classnames:
                 out.skip("zeroshot", cs.name, cs.note or "no class names")
             else:
-                per = {m.label: zeroshot(m, cs, batch_size) for m in models}
+                preds = {}
+                for m in models:
+                    y, preds[m.label] = zeroshot_predict(m, cs, batch_size)
+                per = {k: _summary(y, pred) for k, pred in preds.items()}
                 for metric in ("acc", "balanced acc"):
-                    out.row("zeroshot", cs.name, metric, n, {**{k: v[metric] for k, v in per.items()}, **refs[metric]})
+                    out.row("zeroshot", cs.name, metric, n, {**{k: v[metric] for k, v in per.items()}, **refs[metric]},
+                            **_row_items(preds, y, metric))
         if "probe" in benchmarks:
             y_train = np.array([y for _, y in cs.train])
             y_test = np.array([y for _, y in cs.test])
@@ -117,13 +134,15 @@ def run(models, sets: list[ClassSet], benchmarks: set[str], seed: int = 0, batch
                 out.skip("probe", cs.name, f"{len(cs.train)} training images of {len(set(y_train.tolist()))} class(es): "
                                            "a probe needs two classes")
                 continue
-            per = {}
+            preds = {}
             for m in models:
                 xtr = m.encode_images([im for im, _ in cs.train], batch_size).numpy()
                 xte = m.encode_images([im for im, _ in cs.test], batch_size).numpy()
-                per[m.label] = probe_scores(xtr, y_train, xte, y_test, seed)
+                preds[m.label] = _fit_predict(xtr, y_train, xte, seed)
+            per = {k: _summary(y_test, pred) for k, pred in preds.items()}
             pix = probe_scores(_pixels(cs.train), y_train, _pixels(cs.test), y_test, seed)
             for metric in ("acc", "balanced acc"):
                 out.row("probe", cs.name, metric, n,
-                        {**{k: v[metric] for k, v in per.items()}, **refs[metric], "pixels": pix[metric]})
+                        {**{k: v[metric] for k, v in per.items()}, **refs[metric], "pixels": pix[metric]},
+                        **_row_items(preds, y_test, metric))
     return out

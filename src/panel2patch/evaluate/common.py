@@ -5,6 +5,13 @@ the models' labels (``model``, ``untrained``, ...) and the references that make 
 metric (``chance``, ``majority``, ``text-only``, ``pixels``).  A benchmark that cannot run on
 some data (no test pairs at a level, no class names) returns a ``skip`` with the reason instead
 of a row, so a table never holds a metric without its baseline.
+
+A row may also hold ``"items": {model label: [outcome per test item]}`` (the models' columns
+only, the items in the data's order): 1/0 hits, or tie credits, whose mean is the row's value;
+a balanced-accuracy row adds ``"item_classes"`` (each item's true class), its value being the
+mean over classes of the per-class mean. Two runs evaluated on the same data list the same
+items in the same order, so paired comparisons (panel2patch.evaluate.ablation) can resample
+them.
 """
 
 from __future__ import annotations
@@ -19,9 +26,15 @@ class Outcome:
     skipped: list[dict] = field(default_factory=list)
     data: dict[str, dict] = field(default_factory=dict)  # name -> {"sha256", "source", "n"}
 
-    def row(self, benchmark: str, data: str, metric: str, n: int, values: dict[str, float]) -> None:
-        self.rows.append({"benchmark": benchmark, "data": data, "metric": metric, "n": int(n),
-                          "values": {k: float(v) for k, v in values.items()}})
+    def row(self, benchmark: str, data: str, metric: str, n: int, values: dict[str, float],
+            items: dict[str, list] | None = None, item_classes: list | None = None) -> None:
+        row = {"benchmark": benchmark, "data": data, "metric": metric, "n": int(n),
+               "values": {k: float(v) for k, v in values.items()}}
+        if items:
+            row["items"] = {k: [round(float(x), 6) for x in v] for k, v in items.items()}
+            if item_classes is not None:
+                row["item_classes"] = [int(c) for c in item_classes]
+        self.rows.append(row)
 
     def skip(self, benchmark: str, data: str, reason: str) -> None:
         self.skipped.append({"benchmark": benchmark, "data": data, "reason": reason})

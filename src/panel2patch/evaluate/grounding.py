@@ -77,13 +77,13 @@ def run(models, pairsets: list[PairSet], n: int = CANDIDATES, batch_size: int = 
         if not ts:
             out.skip("grounding", ps.name, f"{n_patch} patch pairs, none with its panel pair and boxes in the set")
             continue
-        values = {}
+        values, per_item = {}, {}
         for m in models:
-            hits = 0.0
+            hits = []
             for phrase, crops, _ in ts:
                 scores = m.encode_images(crops, batch_size) @ m.encode_texts([phrase])[0]
-                hits += float(tie_credit(scores.unsqueeze(0))[0])
-            values[m.label] = hits / len(ts)
+                hits.append(float(tie_credit(scores.unsqueeze(0))[0]))
+            values[m.label], per_item[m.label] = sum(hits) / len(ts), hits
         values["chance"] = sum(1 / len(c) for _, c, _ in ts) / len(ts)
-        out.row("grounding", ps.name, "pointing acc", len(ts), values)
+        out.row("grounding", ps.name, "pointing acc", len(ts), values, items=per_item)
     return out

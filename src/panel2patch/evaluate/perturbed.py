@@ -25,12 +25,13 @@ def run(models, pairsets: list[PairSet], k: int = 3, seed: int = 0, batch_size: 
             if not items:
                 out.skip("perturbed", data, f"{len(pairs)} pairs, none with {k} perturbations")
                 continue
-            values = {}
+            values, per_item = {}, {}
             for m in models:
                 img = m.encode_images([p.image for p, _ in items], batch_size)  # (N, D)
                 txt = m.encode_texts([t for _, ts in items for t in ts]).view(len(items), k + 1, -1)  # (N, K+1, D)
                 scores = (txt @ img.unsqueeze(-1)).squeeze(-1)  # (N, K+1)
-                values[m.label] = float(tie_credit(scores).mean())
+                credit = tie_credit(scores)  # (N,)
+                values[m.label], per_item[m.label] = float(credit.mean()), credit.tolist()
             values["chance"] = 1 / (k + 1)
-            out.row("perturbed", data, f"pick original of {k + 1}", len(items), values)
+            out.row("perturbed", data, f"pick original of {k + 1}", len(items), values, items=per_item)
     return out

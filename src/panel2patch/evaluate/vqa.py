@@ -49,17 +49,17 @@ def run(models, sets: list[VQASet], seed: int = 0, batch_size: int = 64) -> Outc
             out.skip("vqa", vs.name, f"{len(vs.train)} training / {len(vs.test)} test yes-no questions: "
                                      "the head needs both answers in training and a test split")
             continue
-        values = {}
+        values, per_item = {}, {}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             for m in models:
                 itr, qtr = _features(m, vs.train, batch_size)
                 ite, qte = _features(m, vs.test, batch_size)
                 pred = _head(np.hstack([itr, qtr, itr * qtr]), y_train, np.hstack([ite, qte, ite * qte]), seed)
-                values[m.label] = float((pred == y_test).mean())
+                values[m.label], per_item[m.label] = float((pred == y_test).mean()), (pred == y_test).tolist()
                 if m is models[0]:  # the question alone, with the evaluated model's text tower
                     values["text-only"] = float((_head(qtr, y_train, qte, seed) == y_test).mean())
         majority = int(y_train.mean() >= 0.5)
         values.update({"chance": 0.5, "majority": float((y_test == majority).mean())})
-        out.row("vqa", vs.name, "yes-no acc", len(y_test), values)
+        out.row("vqa", vs.name, "yes-no acc", len(y_test), values, items=per_item)
     return out
