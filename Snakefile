@@ -2,6 +2,7 @@
 #
 #   snakemake --cores all                      # local run on config/config.yaml
 #   snakemake --cores all --profile slurm      # one Slurm job per rule job (slurm/config.v8+.yaml)
+#   snakemake --cores all ablation             # on demand: the ablation table (config ablation:)
 #
 # Every invocation is one MLflow parent run; every job a nested run (src/panel2patch/tracking.py).
 from snakemake.utils import min_version
@@ -27,6 +28,7 @@ include: "workflow/rules/markers.smk"
 include: "workflow/rules/corpus.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/ablation.smk"
 
 
 rule all:

@@ -41,6 +41,19 @@ def sample() -> Path:
     return SAMPLE
 
 
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory) -> Path:
+    """A copy of the repository after the workflow's default target ran on the sample corpus
+    (test_workflow.py; test_ablation.py runs its target on a copy of it, reusing the corpus)."""
+    from test_workflow import copy_repo, snakemake
+
+    work = copy_repo(tmp_path_factory.mktemp("wf"))
+    proc = snakemake(work)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "Supervision yield:" in proc.stderr  # printed at the end of the run
+    return work
+
+
 @pytest.fixture(autouse=True)
 def _clean_tracking_env(monkeypatch):
     """Each test starts without a tracking URI or parent run in the environment (mlflow's own

@@ -186,3 +186,121 @@ def test_cli_writes_the_three_files_and_refuses_bad_arms(tmp_path):
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
     bad = _cli("--arm", "base=a0.json", "--arm", "gain=b0.json", "--baseline", "other", "--out", "o2", cwd=tmp_path)
     assert bad.returncode == 2 and "baseline arm 'other'" in bad.stderr
+
+
+# ------------------------------------------------------------------------------ the workflow target
+def _job_counts(out: str) -> dict[str, int]:
+    table = out[out.index("Job stats"):].split("\n\n")[0].splitlines()[3:]
+    return {line.split()[0]: int(line.split()[1]) for line in table if line.split() and line.split()[0] != "total"}
+
+
+@pytest.mark.slow
+def test_dry_run_plans_a_train_and_an_evaluate_job_per_arm_and_seed(tmp_path):
+    from test_workflow import copy_repo, snakemake
+
+    work = copy_repo(tmp_path / "wf")
+    proc = snakemake(work, "-n", "ablation", "--config", "ablation={seeds: [0, 7]}")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    jobs = _job_counts(out)
+    assert jobs["ablation_run_config"] == jobs["train"] == jobs["evaluate"] == 8 and jobs["ablation"] == 1, jobs
+    for arm in ("multi_granular", "figure_only", "no_mgll", "no_prd"):
+        for seed in (0, 7):
+            assert f"results/train/ablation-{arm}-s{seed}/final" in out and f"results/evaluate/ablation-{arm}-s{seed}/evaluation.json" in out
+    assert "results/ablation/runs/ablation-no_prd-s7.yaml" in out
+    assert "ablation" not in _job_counts((lambda p: p.stdout + p.stderr)(snakemake(work, "-n")))  # not in the default target
+    bad = snakemake(work, "-n", "ablation", "--config", "ablation={baseline: nothing}")
+    assert bad.returncode != 0 and "ablation.baseline 'nothing' is not one of ablation.arms" in bad.stdout + bad.stderr
+
+
+@pytest.fixture(scope="module")
+def ablated(demo, tmp_path_factory):
+    """`snakemake ablation` on a copy of the demo (its corpus reused): two arms, tiny training
+    (2 optimizer steps), three benchmarks."""
+    import shutil
+    import time
+
+    import yaml
+
+    from test_workflow import snakemake
+
+    work = tmp_path_factory.mktemp("abl") / "wf"
+    shutil.copytree(demo, work, symlinks=True)
+    cfg = yaml.safe_load((work / "config/config.yaml").read_text())
+    cfg["ablation"].update(arms={"multi_granular": {"set": []}, "figure_only": {"set": ["levels=[figure]"]}},
+                           set=["max_steps=2", "checkpoint_every=0"], resamples=500)
+    cfg["evaluate"]["benchmarks"] = ["retrieval", "zeroshot", "perturbed"]
+    (work / "config/config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    t0 = time.perf_counter()
+    proc = snakemake(work, "ablation", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    ran = {line.split("(Rule: ")[1].rstrip(")") for line in proc.stderr.splitlines() if "(Rule: " in line}
+    return {"work": work, "proc": proc, "ran": ran, "seconds": time.perf_counter() - t0}
+
+
+@pytest.mark.slow
+def test_ablation_target_trains_evaluates_and_compares_the_arms_on_the_same_items(ablated):
+    work = ablated["work"]
+    res = work / "results"
+    # the corpus was reused: only the arms' jobs ran
+    assert ablated["ran"] <= {"ablation_run_config", "train", "evaluate", "ablation"}, ablated["ran"]
+    figure_cfg = (res / "ablation/runs/ablation-figure_only-s0.yaml").read_text()
+    assert "levels:\n- figure\n" in figure_cfg and "seed: 0" in figure_cfg and "--set levels=[figure]" in figure_cfg
+    assert "- panel" in (res / "ablation/runs/ablation-multi_granular-s0.yaml").read_text()
+    evs = {arm: json.loads((res / f"evaluate/ablation-{arm}-s0/evaluation.json").read_text())
+           for arm in ("multi_granular", "figure_only")}
+    assert evs["multi_granular"]["data"] == evs["figure_only"]["data"]  # the same test items
+    assert evs["multi_granular"]["models"][0]["digest"] != evs["figure_only"]["models"][0]["digest"]
+    import yaml
+
+    trained = {arm: json.loads((res / f"train/ablation-{arm}-s0/result.json").read_text()) for arm in evs}
+    assert trained["figure_only"]["manifest_digest"] == trained["multi_granular"]["manifest_digest"]  # same shards
+    used = {arm: yaml.safe_load((res / f"train/ablation-{arm}-s0/run_config.yaml").read_text()) for arm in evs}
+    assert used["figure_only"]["levels"] == ["figure"] and used["multi_granular"]["levels"] == ["figure", "panel", "patch"]
+    assert used["figure_only"]["seed"] == used["multi_granular"]["seed"] == 0
+    assert used["figure_only"]["max_steps"] == 2 and trained["figure_only"]["step"] == 2
+    assert {k: v for k, v in used["figure_only"].items() if k not in ("levels", "mlflow", "output_dir")} == \
+        {k: v for k, v in used["multi_granular"].items() if k not in ("levels", "mlflow", "output_dir")}  # the one change
+
+    table = json.loads((res / "ablation/ablation.json").read_text())
+    assert table["baseline"] == "multi_granular" and set(table["arms"]) == {"multi_granular", "figure_only"}
+    assert table["arms"]["figure_only"]["runs"] == ["ablation-figure_only-s0"]
+    assert table["config"]["resamples"] == 500 and table["config"]["ci"] == 0.95 and table["config"]["seeds"] == [0]
+    rows = {f"{r['benchmark']}/{r['data']}/{r['metric']}": r for r in evs["multi_granular"]["rows"]}
+    other = {f"{r['benchmark']}/{r['data']}/{r['metric']}": r for r in evs["figure_only"]["rows"]}
+    assert {m["metric"] for m in table["metrics"]} == set(rows) and not table["skipped"]
+    assert {m["metric"].split("/")[0] for m in table["metrics"]} == {"retrieval", "zeroshot", "perturbed"}
+    for m in table["metrics"]:
+        assert m["arm"] == "figure_only" and m["n_items"] == rows[m["metric"]]["n"]
+        assert m["baseline_value"] == pytest.approx(rows[m["metric"]]["values"]["model"], abs=1e-5)
+        assert m["value"] == pytest.approx(other[m["metric"]]["values"]["model"], abs=1e-5)
+        assert m["diff"] == pytest.approx(m["value"] - m["baseline_value"])
+        assert m["ci_low"] <= m["diff"] + 1e-9 and m["diff"] <= m["ci_high"] + 1e-9
+    md = (res / "ablation/ablation.md").read_text()
+    assert "| metric | arm | n | multi_granular | arm value | diff | 95% CI | excludes 0 |" in md
+    assert md.count("| figure_only |") == len(table["metrics"])
+    page = (res / "ablation/ablation.html").read_text()
+    assert page.count('<rect class="bar"') == len(table["metrics"])
+    for rule in ("ablation", "ablation_run_config"):
+        assert any((res / "logs" / rule).iterdir()) and any((res / "benchmarks" / rule).iterdir())
+
+
+@pytest.mark.slow
+def test_ablation_run_logs_the_tables_to_mlflow_and_a_rerun_has_nothing_to_do(ablated):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from test_workflow import snakemake
+
+    work = ablated["work"]
+    uri = f"sqlite:///{work}/results/mlflow/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    runs = mlflow.search_runs(experiment_names=["panel2patch"], output_format="list")
+    [run] = [r for r in runs if r.info.run_name == "ablation:all"]
+    assert run.info.status == "FINISHED" and run.data.tags.get("mlflow.parentRunId")
+    names = {a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)}
+    assert {"ablation.json", "ablation.md", "ablation.html"} <= names
+    assert any(k.startswith("figure_only/retrieval/") and k.endswith("/diff") for k in run.data.metrics)
+    assert {r.info.run_name for r in runs} >= {"train:ablation-figure_only-s0", "evaluate:ablation-multi_granular-s0"}
+    proc = snakemake(work, "-n", "ablation")
+    assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr

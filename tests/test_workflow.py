@@ -42,13 +42,7 @@ def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.Compl
                           timeout=timeout, env=env)
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    work = copy_repo(tmp_path_factory.mktemp("wf"))
-    proc = snakemake(work)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "Supervision yield:" in proc.stderr  # printed at the end of the run
-    return work
+# `demo` (conftest.py): the default target run once on the sample corpus, shared with test_ablation.py
 
 
 def sha256(p: Path) -> str:

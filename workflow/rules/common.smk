@@ -63,6 +63,53 @@ def get_final_output():
     )
 
 
+# Ablation arms (workflow/rules/ablation.smk): train run `ablation-<arm>-s<seed>` per arm and seed
+ABLATION = config["ablation"]
+if ABLATION["baseline"] not in ABLATION["arms"]:
+    raise ValueError(f"config ablation.baseline {ABLATION['baseline']!r} is not one of ablation.arms {sorted(ABLATION['arms'])}")
+
+
+def ablation_arm_runs():
+    """arm -> its train run names, one per seed (the same seeds in every arm)."""
+    return {arm: [f"ablation-{arm}-s{seed}" for seed in ABLATION["seeds"]] for arm in ABLATION["arms"]}
+
+
+def _ablation_run(run):
+    """(arm, seed) of an ablation train run name, or None for any other run."""
+    for arm, runs in ablation_arm_runs().items():
+        if run in runs:
+            return arm, ABLATION["seeds"][runs.index(run)]
+    return None
+
+
+def run_config(wildcards):
+    """A train run's config: config/train/<run>.yaml, or an ablation arm's, written by the
+    ablation_run_config rule."""
+    if _ablation_run(wildcards.run):
+        return f"{RESULTS}/ablation/runs/{wildcards.run}.yaml"
+    return f"config/train/{wildcards.run}.yaml"
+
+
+def ablation_base_config(wildcards):
+    arm, _ = _ablation_run(wildcards.run)
+    return f"config/train/{ABLATION['arms'][arm].get('config') or ABLATION['base']}.yaml"
+
+
+def ablation_overrides(wildcards):
+    """The arm's run config overrides: ablation.set, then the arm's own, then the seed."""
+    arm, seed = _ablation_run(wildcards.run)
+    return [*ABLATION["set"], *ABLATION["arms"][arm].get("set", []), f"seed={seed}"]
+
+
+def ablation_evaluations():
+    """arm -> the evaluation.json of each of its runs."""
+    return {arm: [f"{RESULTS}/evaluate/{run}/evaluation.json" for run in runs] for arm, runs in ablation_arm_runs().items()}
+
+
+def ablation_evaluation_files():
+    return [path for paths in ablation_evaluations().values() for path in paths]
+
+
 def print_yield():
     """The corpus's supervision yield, at the end of a successful run."""
     import json

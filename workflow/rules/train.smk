@@ -17,7 +17,7 @@ wildcard_constraints:
 rule train:
     input:
         sizes=f"{RESULTS}/corpus/shards/sizes.json",
-        run_config="config/train/{run}.yaml",
+        run_config=run_config,  # config/train/<run>.yaml; an ablation arm's from ablation_run_config
         # ranks run train.main; pyfunc_model.py is logged as the MLflow model's code
         code=code("train.py", "panel2patch.train.main", "panel2patch.model.pyfunc_model"),
     output:
