@@ -71,6 +71,19 @@ def test_level_and_resamples_shape_the_interval_and_the_seed_fixes_it():
         bootstrap_diff(arm, base[:-1])
 
 
+
+def test_resamples_drawn_in_chunks_give_the_same_interval(monkeypatch):
+    import panel2patch.evaluate.ablation as A
+
+    arm, base = _pair(n=300)
+    whole = bootstrap_diff(arm, base, resamples=400)
+    monkeypatch.setattr(A, "CHUNK_CELLS", 300 * 7)  # 7 resamples per chunk, the last one shorter
+    chunked = bootstrap_diff(arm, base, resamples=400)
+    assert chunked["diff"] == whole["diff"] and chunked["excludes_zero"] == whole["excludes_zero"]
+    assert chunked["ci_low"] == pytest.approx(whole["ci_low"], abs=0.02)
+    assert chunked["ci_high"] == pytest.approx(whole["ci_high"], abs=0.02)
+
+
 def test_balanced_accuracy_statistic_matches_sklearn_and_is_bootstrapped_per_class():
     from sklearn.metrics import balanced_accuracy_score
 

@@ -40,6 +40,7 @@ DEFAULTS = {
     "ci": 0.95,  # confidence level of the interval
     "seed": 0,  # the bootstrap's random generator
 }
+CHUNK_CELLS = 2_000_000  # resampled item indices held at once (a 100k-item test set: 20 resamples per chunk)
 
 
 # ------------------------------------------------------------------------------ arms
@@ -109,9 +110,14 @@ def bootstrap_diff(arm, baseline, classes=None, *, resamples: int = DEFAULTS["re
         raise ValueError(f"ci {ci}: expected a level between 0 and 1")
     rng = np.random.default_rng(seed)
     n = len(a)
-    idx = rng.integers(0, n, size=(resamples, n))
-    idx_b = idx if paired else rng.integers(0, n, size=(resamples, n))
-    diffs = _resampled(a, idx, classes) - _resampled(b, idx_b, classes)
+    diffs = []
+    chunk = max(1, CHUNK_CELLS // n)  # resamples at once: (chunk, n) indices stay ~16 MB
+    for start in range(0, resamples, chunk):
+        size = (min(chunk, resamples - start), n)
+        idx = rng.integers(0, n, size=size)
+        idx_b = idx if paired else rng.integers(0, n, size=size)
+        diffs.append(_resampled(a, idx, classes) - _resampled(b, idx_b, classes))
+    diffs = np.concatenate(diffs)
     alpha = (1 - ci) / 2
     low, high = np.quantile(diffs[~np.isnan(diffs)], [alpha, 1 - alpha])
     value, base = float(statistic(a, classes)), float(statistic(b, classes))
