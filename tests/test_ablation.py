@@ -139,6 +139,14 @@ def test_compare_pairs_arms_on_every_shared_metric_and_averages_seeds(tmp_path):
     assert res["config"]["seeds"] == [0, 1] and res["config"]["resamples"] == 300 and res["config"]["ci"] == 0.95
     on_disk = json.loads((tmp_path / "ablation.json").read_text())
     assert on_disk["metrics"] == json.loads(json.dumps(res["metrics"]))
+    assert not res["warnings"]
+    # a run that made no optimizer step is named in a warning, in the JSON and the tables
+    res = compare(evs, "multi", tmp_path, resamples=50, steps={"multi": [3], "figure_only": [3, 0]},
+                  runs={"multi": ["m0"], "figure_only": ["f0", "f1"]})
+    assert res["arms"]["figure_only"]["steps"] == [3, 0] and len(res["warnings"]) == 1
+    assert "run f1 made 0 optimizer steps" in res["warnings"][0]
+    assert "**Warning**: arm figure_only: run f1 made 0" in (tmp_path / "ablation.md").read_text()
+    assert "<b>Warning</b>: arm figure_only: run f1" in (tmp_path / "ablation.html").read_text()
 
 
 def test_compare_refuses_different_data_and_skips_rows_without_items():
@@ -241,7 +249,7 @@ def ablated(demo, tmp_path_factory):
     shutil.copytree(demo, work, symlinks=True)
     cfg = yaml.safe_load((work / "config/config.yaml").read_text())
     cfg["ablation"].update(arms={"multi_granular": {"set": []}, "figure_only": {"set": ["levels=[figure]"]}},
-                           set=["max_steps=2", "checkpoint_every=0"], resamples=500)
+                           set=["micro_batch=4", "max_steps=2", "checkpoint_every=0"], resamples=500)
     cfg["evaluate"]["benchmarks"] = ["retrieval", "zeroshot", "perturbed"]
     (work / "config/config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     t0 = time.perf_counter()
@@ -258,7 +266,10 @@ def test_ablation_target_trains_evaluates_and_compares_the_arms_on_the_same_item
     # the corpus was reused: only the arms' jobs ran
     assert ablated["ran"] <= {"ablation_run_config", "train", "evaluate", "ablation"}, ablated["ran"]
     figure_cfg = (res / "ablation/runs/ablation-figure_only-s0.yaml").read_text()
-    assert "levels:\n- figure\n" in figure_cfg and "seed: 0" in figure_cfg and "--set levels=[figure]" in figure_cfg
+    assert "levels:\n- figure\n" in figure_cfg and "seed: 0" in figure_cfg and "micro_batch: 4" in figure_cfg
+    # train.set, then ablation.set (which wins), then the arm's own, then the seed
+    assert figure_cfg.index("--set micro_batch=8") < figure_cfg.index("--set micro_batch=4") < \
+        figure_cfg.index("--set levels=[figure]") < figure_cfg.index("--set seed=0")
     assert "- panel" in (res / "ablation/runs/ablation-multi_granular-s0.yaml").read_text()
     evs = {arm: json.loads((res / f"evaluate/ablation-{arm}-s0/evaluation.json").read_text())
            for arm in ("multi_granular", "figure_only")}
@@ -278,6 +289,7 @@ def test_ablation_target_trains_evaluates_and_compares_the_arms_on_the_same_item
     table = json.loads((res / "ablation/ablation.json").read_text())
     assert table["baseline"] == "multi_granular" and set(table["arms"]) == {"multi_granular", "figure_only"}
     assert table["arms"]["figure_only"]["runs"] == ["ablation-figure_only-s0"]
+    assert table["arms"]["figure_only"]["steps"] == [2] and not table["warnings"]  # both arms trained
     assert table["config"]["resamples"] == 500 and table["config"]["ci"] == 0.95 and table["config"]["seeds"] == [0]
     rows = {f"{r['benchmark']}/{r['data']}/{r['metric']}": r for r in evs["multi_granular"]["rows"]}
     other = {f"{r['benchmark']}/{r['data']}/{r['metric']}": r for r in evs["figure_only"]["rows"]}

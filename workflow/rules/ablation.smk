@@ -34,6 +34,7 @@ rule ablation_run_config:
 rule ablation:
     input:
         evaluations=ablation_evaluation_files(),
+        trained=ablation_train_result_files(),  # each run's result.json: its optimizer steps
         code=code("ablation.py"),
     output:
         json=report(
@@ -61,6 +62,7 @@ rule ablation:
     params:
         arms=ablation_evaluations(),
         runs=ablation_arm_runs(),
+        train_results=ablation_train_results(),
         baseline=ABLATION["baseline"],
         options={k: ABLATION[k] for k in ("resamples", "ci", "seed")},
         config=ABLATION,

@@ -96,9 +96,9 @@ def ablation_base_config(wildcards):
 
 
 def ablation_overrides(wildcards):
-    """The arm's run config overrides: ablation.set, then the arm's own, then the seed."""
+    """The arm's run config overrides: train.set, ablation.set, the arm's own, then the seed."""
     arm, seed = _ablation_run(wildcards.run)
-    return [*ABLATION["set"], *ABLATION["arms"][arm].get("set", []), f"seed={seed}"]
+    return [*config["train"]["set"], *ABLATION["set"], *ABLATION["arms"][arm].get("set", []), f"seed={seed}"]
 
 
 def ablation_evaluations():
@@ -108,6 +108,21 @@ def ablation_evaluations():
 
 def ablation_evaluation_files():
     return [path for paths in ablation_evaluations().values() for path in paths]
+
+
+def ablation_train_results():
+    """arm -> the train result.json of each of its runs."""
+    return {arm: [f"{RESULTS}/train/{run}/result.json" for run in runs] for arm, runs in ablation_arm_runs().items()}
+
+
+def ablation_train_result_files():
+    return [path for paths in ablation_train_results().values() for path in paths]
+
+
+def train_overrides(wildcards):
+    """train.set for a run of config/train/; none for an ablation arm, whose written run config
+    holds train.set already, followed by the ablation's own overrides (which take precedence)."""
+    return [] if _ablation_run(wildcards.run) else config["train"]["set"]
 
 
 def print_yield():

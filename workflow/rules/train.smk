@@ -33,7 +33,7 @@ rule train:
     benchmark:
         f"{RESULTS}/benchmarks/train/{{run}}.tsv"
     params:
-        overrides=TRAIN["set"],
+        overrides=train_overrides,  # train.set (an ablation arm's run config holds it already)
         deepspeed=TRAIN["deepspeed"],
         launcher=TRAIN["launcher"],
         tracking=TRACKING,

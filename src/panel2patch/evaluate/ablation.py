@@ -165,11 +165,13 @@ def _arm_items(evals: list[dict], column: str | None) -> dict[str, tuple[np.ndar
 
 def compare(arms: dict[str, list], baseline: str, out_dir: str | Path | None = None, *,
             column: str | None = None, config: dict | None = None, runs: dict[str, list[str]] | None = None,
-            **options) -> dict:
+            steps: dict[str, list[int]] | None = None, **options) -> dict:
     """Compare every arm with ``baseline`` on every metric all arms share; write ablation.json,
     ablation.md and ablation.html to ``out_dir`` when given.  ``arms``: arm -> evaluation.json
     paths (or loaded dicts), one per seed; ``column``: the evaluated model's column (default: each
-    evaluation's first model); ``runs``: arm -> run names, recorded; ``options``: DEFAULTS."""
+    evaluation's first model); ``runs``: arm -> run names, recorded; ``steps``: arm -> optimizer
+    steps of each run (a run of 0 steps is warned about: its model is its initialisation);
+    ``options``: DEFAULTS."""
     opts = {**DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
     unknown = set(opts) - set(DEFAULTS)
     if unknown:
@@ -199,13 +201,18 @@ def compare(arms: dict[str, list], baseline: str, out_dir: str | Path | None = N
             res = bootstrap_diff(values, base, classes, resamples=opts["resamples"], ci=opts["ci"], seed=opts["seed"])
             metrics.append({"metric": name, "arm": arm, **res, "benchmark": benchmark, "data": data,
                             "measure": measure, "ci_level": opts["ci"]})
+    warnings = [f"arm {arm}: run {(runs or {}).get(arm, [str(i)] * (i + 1))[i]} made 0 optimizer steps, so its model is "
+                f"its untrained initialisation (fewer training pairs than one batch?)"
+                for arm, arm_steps in (steps or {}).items() for i, n in enumerate(arm_steps) if n == 0]
     result = {
         "baseline": baseline,
         "arms": {arm: {"evaluations": [str(e) for e in arms[arm] if not isinstance(e, dict)],
                        "runs": (runs or {}).get(arm, []), "seeds": len(loaded[arm]),
-                       "models": [ev["models"][0]["digest"] for ev in loaded[arm]]} for arm in arms},
+                       "models": [ev["models"][0]["digest"] for ev in loaded[arm]],
+                       **({"steps": steps[arm]} if steps and arm in steps else {})} for arm in arms},
         "metrics": metrics,
         "skipped": skipped,
+        "warnings": warnings,
         "config": {**(config or {}), "baseline": baseline, **opts},
     }
     if out_dir is not None:
@@ -241,7 +248,9 @@ def markdown(result: dict) -> str:
     base = result["baseline"]
     lines = ["## Ablation", "", f"Baseline arm: **{base}**. {READING}", ""]
     for arm, a in result["arms"].items():
-        lines.append(f"- **{arm}**: {a['seeds']} seed(s)" + (f", runs {', '.join(a['runs'])}" if a["runs"] else ""))
+        lines.append(f"- **{arm}**: {a['seeds']} seed(s)" + (f", runs {', '.join(a['runs'])}" if a["runs"] else "")
+                     + (f", optimizer steps {', '.join(map(str, a['steps']))}" if a.get("steps") else ""))
+    lines += [f"\n**Warning**: {w}" for w in result.get("warnings", [])]
     lines += ["", f"| metric | arm | n | {base} | arm value | diff | {_ci_label(result)} | excludes 0 |",
               "|---|---|---:|---:|---:|---:|---|:---:|"]
     for m in result["metrics"]:
@@ -314,12 +323,13 @@ def to_html(result: dict) -> str:
     arms = "".join(f"<li><b>{e(a)}</b>: {v['seeds']} seed(s){(', runs ' + e(', '.join(v['runs']))) if v['runs'] else ''}</li>"
                    for a, v in result["arms"].items())
     skipped = "".join(f"<li>{e(s)}</li>" for s in result["skipped"])
+    warnings = "".join(f"<p><b>Warning</b>: {e(w)}</p>" for w in result.get("warnings", []))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>panel2patch ablation</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 6px}}
 td:nth-child(n+3){{text-align:right}} tr.sig td{{font-weight:bold}}</style></head>
 <body><h1>Ablation</h1>
-<p>Baseline arm: <b>{e(base)}</b>. {e(READING)}</p><ul>{arms}</ul>
+<p>Baseline arm: <b>{e(base)}</b>. {e(READING)}</p><ul>{arms}</ul>{warnings}
 {svg_chart(result)}
 <table><thead><tr><th>metric</th><th>arm</th><th>n</th><th>{e(base)}</th><th>arm value</th><th>diff</th>
 <th>{_ci_label(result)}</th><th>excludes 0</th></tr></thead><tbody>
