@@ -179,6 +179,15 @@ def test_markdown_and_html_show_every_comparison_with_its_interval_and_chart(tmp
     assert page.count('<rect class="bar"') == 4 and page.count('class="ci"') == 4  # 2 metrics x 2 arms
     assert "no_&lt;prd&gt;" in page and "no_<prd>" not in page
     assert page.count('<tr class="sig">') == sum(m["excludes_zero"] for m in res["metrics"]) == 2
+    import xml.etree.ElementTree as ET
+
+    svg = ET.fromstring(page[page.index("<svg"):page.index("</svg>") + 6])  # well-formed inline SVG
+    bars = [r for r in svg.iter("{http://www.w3.org/2000/svg}rect") if r.get("class") == "bar"]
+    zero = float(next(svg.iter("{http://www.w3.org/2000/svg}line")).get("x1"))
+    for b in bars:  # a gain is drawn right of the 0 line, a zero difference at it
+        m = next(m for m in res["metrics"] if m["arm"] == b.get("data-arm") and m["metric"] == b.get("data-metric"))
+        left, width = float(b.get("x")), float(b.get("width"))
+        assert (left == pytest.approx(zero, abs=0.1) and width > 5) if m["diff"] > 0 else left <= zero <= left + width + 0.1
 
 
 # ------------------------------------------------------------------------------ CLI
