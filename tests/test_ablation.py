@@ -147,6 +147,7 @@ def test_compare_pairs_arms_on_every_shared_metric_and_averages_seeds(tmp_path):
     assert "run f1 made 0 optimizer steps" in res["warnings"][0]
     assert "**Warning**: arm figure_only: run f1 made 0" in (tmp_path / "ablation.md").read_text()
     assert "<b>Warning</b>: arm figure_only: run f1" in (tmp_path / "ablation.html").read_text()
+    assert "<li><b>figure_only</b>: 2 seed(s), runs f0, f1, optimizer steps 3, 0</li>" in (tmp_path / "ablation.html").read_text()
 
 
 def test_compare_refuses_different_data_and_skips_rows_without_items():

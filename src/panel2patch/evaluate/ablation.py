@@ -320,7 +320,8 @@ def to_html(result: dict) -> str:
         f"<td>{m['n_items']}</td><td>{m['baseline_value']:.3f}</td><td>{m['value']:.3f}</td><td>{_f(m['diff'])}</td>"
         f"<td>[{_f(m['ci_low'])}, {_f(m['ci_high'])}]</td><td>{'*' if m['excludes_zero'] else ''}</td></tr>"
         for m in result["metrics"])
-    arms = "".join(f"<li><b>{e(a)}</b>: {v['seeds']} seed(s){(', runs ' + e(', '.join(v['runs']))) if v['runs'] else ''}</li>"
+    arms = "".join(f"<li><b>{e(a)}</b>: {v['seeds']} seed(s){(', runs ' + e(', '.join(v['runs']))) if v['runs'] else ''}"
+                   f"{(', optimizer steps ' + ', '.join(map(str, v['steps']))) if v.get('steps') else ''}</li>"
                    for a, v in result["arms"].items())
     skipped = "".join(f"<li>{e(s)}</li>" for s in result["skipped"])
     warnings = "".join(f"<p><b>Warning</b>: {e(w)}</p>" for w in result.get("warnings", []))
