@@ -87,3 +87,39 @@ def test_folder_hash_ignores_snakemake_timestamp(tmp_path):
     assert tracking.sha256_path(d) == logged
     (d / "c.png").write_bytes(b"c")
     assert tracking.sha256_path(d) != logged
+
+
+def test_a_dataset_insert_that_loses_a_race_is_tried_again(results, monkeypatch):
+    """Two jobs logging the same table at once: the loser's insert of (experiment, name, digest)
+    fails on the store's unique key; tried again, it links the winner's dataset to its run."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    table = pd.DataFrame({"name": ["corpus-test"], "sha256": ["ab" * 32]})
+    real, calls = MlflowClient.log_inputs, []
+
+    def racing(self, run_id, datasets=None, models=None):
+        calls.append(run_id)
+        if len(calls) == 1:  # the other job inserts the same dataset first, then ours fails
+            other = self.create_run(mlflow.active_run().info.experiment_id, run_name="other")
+            real(self, other.info.run_id, datasets)
+            self.set_terminated(other.info.run_id)
+            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+                                  "datasets.name, datasets.digest")
+        return real(self, run_id, datasets)
+
+    monkeypatch.setattr(MlflowClient, "log_inputs", racing)
+    with tracking.stage_run("evaluate", "mine", {}, results) as run:
+        run.log_manifest(table, name="evaluation-data", context="evaluation")
+    assert len(calls) == 2
+    mine, other = runs(results)["evaluate:mine"], runs(results)["other"]
+    assert [d.dataset.name for d in mine.inputs.dataset_inputs] == ["evaluation-data"]
+    assert mine.inputs.dataset_inputs[0].dataset.digest == other.inputs.dataset_inputs[0].dataset.digest
+
+    def broken(self, run_id, datasets=None, models=None):
+        raise MlflowException("some other store error")
+
+    monkeypatch.setattr(MlflowClient, "log_inputs", broken)
+    with pytest.raises(MlflowException, match="some other store error"):
+        with tracking.stage_run("evaluate", "third", {}, results) as run:
+            run.log_manifest(table, name="evaluation-data", context="evaluation")

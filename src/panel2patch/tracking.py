@@ -253,6 +253,9 @@ class RunArtifactDatasetSource(DatasetSource):
 register_dataset_source(RunArtifactDatasetSource)
 
 
+DATASET_INSERT_TRIES = 3  # a dataset insert that lost a race with another job's is tried again
+
+
 def log_dataset(df, name: str, context: str = "input", run_id: str | None = None):
     """Log ``df`` to the run (default: the active one) as the table artifact
     ``datasets/<name>.csv`` (``.parquet`` above :data:`CSV_MAX_ROWS` rows) and as a dataset
@@ -281,7 +284,18 @@ def log_dataset(df, name: str, context: str = "input", run_id: str | None = None
         warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
         ds = mlflow.data.from_pandas(df, source=RunArtifactDatasetSource(f"runs:/{run_id}/datasets/{file}"), name=name,
                                      digest=digest)
-    client.log_inputs(run_id, [DatasetInput(ds._to_mlflow_entity(), tags=[InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)])])
+    inputs = [DatasetInput(ds._to_mlflow_entity(), tags=[InputTag(key=MLFLOW_DATASET_CONTEXT, value=context)])]
+    for attempt in range(DATASET_INSERT_TRIES):
+        try:
+            client.log_inputs(run_id, inputs)
+            break
+        except MlflowException as exc:
+            # two jobs logging the same table at once (the ablation's evaluate jobs on the same
+            # data): both found no dataset (experiment, name, digest), the other inserted it first;
+            # tried again, mlflow finds that one and links it to this run
+            if "UNIQUE constraint failed: datasets." not in str(exc) or attempt == DATASET_INSERT_TRIES - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
     return ds
 
 
