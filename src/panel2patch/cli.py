@@ -6,6 +6,7 @@
     panel2patch markers IMAGE... --out FILE.jsonl
     panel2patch corpus build RESULTS | check CORPUS_DIR | report RESULTS
     panel2patch evaluate MODEL... --out DIR     benchmarks, each model next to its untrained baseline
+    panel2patch audit RESULTS                   lineage, reproduction and claims of a workflow run
     panel2patch recover [SNAKEMAKE ARGS...]     after a crash: unlock, then rerun incomplete jobs
 
 Each subcommand lives next to its stage (``panel2patch.<stage>.cli``) and is imported only when
@@ -31,6 +32,7 @@ COMMANDS = {
     "markers": ("panel2patch.markers.cli", "find arrows, arrowheads and asterisks on image panels, and their patches"),
     "corpus": ("panel2patch.corpus.cli", "build, audit or report the figure/panel/patch WebDataset corpus"),
     "evaluate": ("panel2patch.evaluate.cli", "benchmark open_clip models (retrieval, zero-shot, probe, VQA, grounding, perturbed texts) next to their untrained baseline"),
+    "audit": ("panel2patch.audit.cli", "check a run's lineage through MLflow, reproduce data stages, compare the papers' claims"),
     "recover": ("panel2patch.recover", "after a crash: check nothing still runs, unlock, continue the workflow with --rerun-incomplete"),
 }
 
