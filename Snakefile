@@ -27,6 +27,7 @@ include: "workflow/rules/markers.smk"
 include: "workflow/rules/corpus.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/audit.smk"
 
 
 rule all:

@@ -53,6 +53,11 @@ def corpus_licence_table():
 
 
 def get_final_output():
+    """Every output of a run, the audit last (it reads the others' MLflow records)."""
+    return audited_outputs() + [f"{RESULTS}/audit/audit.json"]
+
+
+def audited_outputs():
     return [
         f"{RESULTS}/ingest/summary.json",
         f"{RESULTS}/corpus/shards/sizes.json",
@@ -61,6 +66,14 @@ def get_final_output():
         expand(f"{RESULTS}/evaluate/{{run}}/evaluation.md", run=config["train"]["runs"])
         if config["evaluate"]["benchmarks"] else []
     )
+
+
+def claims_files(wildcards):
+    """The claims files the audit compares with the metrics (so an edited claim reruns it)."""
+    import glob
+
+    folder = config["audit"]["claims"]
+    return sorted(glob.glob(f"{folder}/*.yaml")) if folder else []
 
 
 def print_yield():

@@ -94,6 +94,18 @@ class Record:
         return p if p.is_absolute() else self.root / p
 
 
+def _is_store(db: Path) -> bool:
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'").fetchone() is not None
+    except sqlite3.DatabaseError:
+        return False
+    finally:
+        con.close()
+
+
 def open_record(path: str | Path) -> Record:
     """The MLflow record of the results folder holding ``path``. The embedded store is re-pointed at
     the folder it lies in first (:func:`panel2patch.tracking.relocate_store`), so a moved or copied
@@ -102,6 +114,8 @@ def open_record(path: str | Path) -> Record:
     info = json.loads((results / tracking.PARENT_FILE).read_text())
     embedded = results / "mlflow" / "mlflow.db"
     if embedded.is_file():
+        if not _is_store(embedded):  # never let MLflow create a store where the record should be
+            raise AuditError(f"{results}: {embedded} is not an MLflow store (no runs table)")
         tracking.relocate_store(results)
         uri = f"sqlite:///{embedded}"
     else:
