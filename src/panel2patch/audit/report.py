@@ -96,3 +96,10 @@ def failed(rows: list[dict]) -> list[dict]:
     """The rows that fail the audit (exit status 1): lineage and reproduction failures."""
     return [r for r in rows if r["status"] == "fail" and r["section"] in ("lineage", "reproduction")]
 
+
+
+if __name__ == "__main__":  # python -m panel2patch.audit.report results/audit/audit.json: the table again
+    import json
+    import sys
+
+    print(terminal(json.loads(open(sys.argv[1]).read())))
