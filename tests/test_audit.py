@@ -64,7 +64,7 @@ def test_the_workflow_ends_with_an_audit_whose_lineage_passes(workflow_demo):
 @pytest.mark.slow
 def test_a_tampered_shard_config_value_or_input_article_fails_the_audit_naming_it(workflow_demo, tmp_path):
     work = tmp_path / "copy"
-    shutil.copytree(workflow_demo, work, ignore=shutil.ignore_patterns(".snakemake", ".git"))
+    shutil.copytree(workflow_demo, work, ignore=shutil.ignore_patterns(".snakemake", ".git", "checkpoints"))
     tar = work / "results/corpus/shards/train-000000.tar"
     original = tar.read_bytes()
     tar.write_bytes(original[:5000] + bytes([original[5000] ^ 0xFF]) + original[5001:])  # one byte changed
@@ -101,7 +101,7 @@ def test_ingest_reproduces_bit_for_bit_and_a_changed_input_does_not(workflow_dem
     assert all(r["status"] == "pass" and "bit-identical" in r["detail"] for r in rep), rep
     # an input article changed on disk: lineage names the file, the rerun differs from the record
     work = tmp_path / "copy"
-    shutil.copytree(workflow_demo, work, ignore=shutil.ignore_patterns(".snakemake", ".git"))
+    shutil.copytree(workflow_demo, work, ignore=shutil.ignore_patterns(".snakemake", ".git", "checkpoints"))
     xml = work / "resources/sample/elife-01222/elife-01222.xml"
     xml.write_text(xml.read_text().replace("</caption>", " Changed.</caption>", 1))
     result = audit(work / "results", reproduce_stages=["ingest"])
