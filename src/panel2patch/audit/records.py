@@ -71,7 +71,8 @@ class Record:
         return self._cache[key]
 
     def table(self, run, name: str) -> pd.DataFrame | None:
-        """The rows of the run's dataset input ``name`` (the last logged), or None."""
+        """The rows of the run's dataset input ``name`` (the last logged), or None (none logged, or
+        its table artifact cannot be read)."""
         inputs = [d for d in run.inputs.dataset_inputs if d.dataset.name == name] if run.inputs else []
         if not inputs:
             return None
@@ -79,9 +80,12 @@ class Record:
         run_id, _, path = uri.removeprefix("runs:/").partition("/")
         key = (run_id, path)
         if key not in self._cache:
-            with tempfile.TemporaryDirectory() as tmp:
-                local = self.client.download_artifacts(run_id, path, tmp)
-                self._cache[key] = pd.read_csv(local) if local.endswith(".csv") else pd.read_parquet(local)
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    local = self.client.download_artifacts(run_id, path, tmp)
+                    self._cache[key] = pd.read_csv(local) if local.endswith(".csv") else pd.read_parquet(local)
+            except (MlflowException, OSError):  # the table's artifact is gone: the check reports it missing
+                self._cache[key] = None
         return self._cache[key]
 
     def config(self) -> dict | None:
