@@ -125,8 +125,9 @@ def check_inputs(rec: Record, hasher: Hasher) -> list[dict]:
             if on_disk != f.sha256:
                 bad.append(row("input articles", f.path, FAIL,
                                f"ingest:{shard} read it with sha256 {_short(f.sha256)}, on disk {_short(on_disk)}"))
+        n = int(table.article_id.notna().sum())
         rows += bad or [row("input articles", shard, PASS,
-                            f"{len(files)} input files ({table.article_id.notna().sum()} articles) as recorded")]
+                            f"{len(files)} input files ({n} article{'' if n == 1 else 's'}), sha256 as recorded")]
     return rows
 
 
