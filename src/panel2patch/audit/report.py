@@ -97,9 +97,3 @@ def failed(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["status"] == "fail" and r["section"] in ("lineage", "reproduction")]
 
 
-
-if __name__ == "__main__":  # python -m panel2patch.audit.report results/audit/audit.json: the table again
-    import json
-    import sys
-
-    print(terminal(json.loads(open(sys.argv[1]).read())))
