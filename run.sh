@@ -68,6 +68,11 @@ case "${1:-}" in
     for table in results/evaluate/*/evaluation.md; do
       [ -f "$table" ] && { echo; echo "Evaluation: $table"; cat "$table"; }
     done
+    # the audit (rule audit): lineage through MLflow, reproduction (config audit.reproduce), claims
+    if [ -f results/audit/audit.json ]; then
+      echo; echo "Audit: results/audit/audit.md (also .html; by hand: $VENV/bin/panel2patch audit results --reproduce ingest)"
+      "$VENV/bin/python" -m panel2patch.audit results/audit/audit.json
+    fi
     ;;
   test)
     shift

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "resources" / "sample"
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
 def _shared_data() -> Path:
@@ -41,22 +45,44 @@ def sample() -> Path:
     return SAMPLE
 
 
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory) -> Path:
-    """A copy of the repository after the workflow's default target ran on the sample corpus
-    (test_workflow.py; test_ablation.py runs its target on a copy of it, reusing the corpus)."""
-    from test_workflow import copy_repo, snakemake
-
-    work = copy_repo(tmp_path_factory.mktemp("wf"))
-    proc = snakemake(work)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "Supervision yield:" in proc.stderr  # printed at the end of the run
-    return work
-
-
 @pytest.fixture(autouse=True)
 def _clean_tracking_env(monkeypatch):
     """Each test starts without a tracking URI or parent run in the environment (mlflow's own
     set_tracking_uri exports MLFLOW_TRACKING_URI, and start_workflow_run exports the parent)."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("P2P_MLFLOW_PARENT", raising=False)
+
+
+def copy_repo(dest: Path) -> Path:
+    """The repository's own files (tracked or not ignored), without results/.venv/caches."""
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for rel in filter(None, files):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(workdir / "src"), os.environ.get("PYTHONPATH")]))}
+    env.pop("MLFLOW_TRACKING_URI", None)  # the copy runs its own package (its src/ first on the path)
+    return subprocess.run([SNAKEMAKE, "--cores", "2", *args], cwd=workdir, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory) -> Path:
+    """The workflow's default target run once on the sample corpus (the demo's config), in a copy of
+    the repository committed to a git repository of its own (so its runs record a commit, as in a
+    checkout). Shared by test_workflow, test_audit and test_ablation (which runs its target on a copy)."""
+    work = copy_repo(tmp_path_factory.mktemp("wf"))
+    git = ["git", "-c", "user.name=panel2patch tests", "-c", "user.email=tests@localhost", "-c", "commit.gpgsign=false"]
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "the checkout under test"]):
+        subprocess.run([*git, *cmd], cwd=work, check=True, capture_output=True)
+    proc = snakemake(work)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "Supervision yield:" in proc.stderr  # printed at the end of the run
+    return work

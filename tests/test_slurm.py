@@ -51,6 +51,10 @@ def copy_repo(dst: Path) -> int:
         for f in files:
             (dst / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / f, dst / f)
+        # a clone is a git checkout: its runs record a commit (the audit rule checks they do)
+        git = ["git", "-c", "user.name=panel2patch tests", "-c", "user.email=tests@localhost", "-c", "commit.gpgsign=false"]
+        for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "the working tree under test"]):
+            subprocess.run([*git, *cmd], cwd=dst, check=True, capture_output=True, timeout=120)
         return len(files)
     shutil.copytree(REPO, dst, dirs_exist_ok=True, symlinks=True,
                     ignore=lambda d, names: [n for n in names if n in EXCLUDE or n.endswith(".egg-info")])
@@ -146,6 +150,7 @@ def test_snakemake_profile_slurm(cluster: SlurmCluster, tmp_path: Path):
     for rule in ("rule_text", "rule_layout", "rule_align_panels", "rule_markers", "rule_corpus_pairs"):
         assert rules.count(rule) == summary["shards"], context()
     assert rules.count("rule_corpus") == 1 and rules.count("rule_corpus_report") == 1, context()
+    assert rules.count("rule_evaluate") == 1 and rules.count("rule_audit") == 1, context()  # the audit last
     assert rules.count("rule_train") == 1, context()  # the demo's tiny pretraining run, 2 ranks by srun
     assert len({j["name"] for j in jobs}) == 1, jobs
     job_ids = {j["id"] for j in jobs}
@@ -169,7 +174,7 @@ def test_snakemake_profile_slurm(cluster: SlurmCluster, tmp_path: Path):
     assert all(r.data.tags.get("mlflow.parentRunId") == parent.info.run_id for r in stages), table
     assert sorted(r.info.run_name.split(":")[0] for r in stages) == sorted(
         ["ingest", "text", "layout", "align", "markers", "corpus_pairs"] * summary["shards"]
-        + ["ingest_summary", "corpus", "corpus_report", "train"]), table
+        + ["ingest_summary", "corpus", "corpus_report", "train", "evaluate", "audit"]), table
     assert {r.data.tags.get("slurm.job_id") for r in stages} == job_ids, table
     assert all(r.info.status == "FINISHED" for r in stages), table
     print(f"[slurm test] mlflow: {table}")

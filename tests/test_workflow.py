@@ -16,33 +16,9 @@ import pytest
 
 from panel2patch.corpus.check import check_corpus
 
-from conftest import REPO
+from conftest import REPO, SNAKEMAKE, copy_repo, snakemake  # noqa: F401 (other tests import them from here)
 
 pytestmark = pytest.mark.slow
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-
-
-def copy_repo(dest: Path) -> Path:
-    """The repository's own files (tracked or not ignored), without results/.venv/caches."""
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
-    for rel in filter(None, files):
-        src = REPO / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    return dest
-
-
-def snakemake(workdir: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(workdir / "src"), os.environ.get("PYTHONPATH")]))}
-    env.pop("MLFLOW_TRACKING_URI", None)  # the copy runs its own package (its src/ first on the path)
-    return subprocess.run([SNAKEMAKE, "--cores", "2", *args], cwd=workdir, capture_output=True, text=True,
-                          timeout=timeout, env=env)
-
-
-# `demo` (conftest.py): the default target run once on the sample corpus, shared with test_ablation.py
 
 
 def sha256(p: Path) -> str:
@@ -83,7 +59,7 @@ def test_mlflow_lineage(demo):
     assert set(children) == {f"{stage}:{shard}" for stage in ("ingest", "text", "layout", "align", "markers", "corpus_pairs")
                              for shard in ("shard-00000", "shard-00001")} | {"ingest_summary:all", "corpus:all",
                                                                              "corpus_report:all", "train:tiny",
-                                                                             "evaluate:tiny"}
+                                                                             "evaluate:tiny", "audit:all"}
     for shard in ("shard-00000", "shard-00001"):
         run = children[f"ingest:{shard}"]
         assert run.info.status == "FINISHED"
@@ -274,8 +250,8 @@ def test_a_partial_rerun_attaches_to_the_same_parent_run(demo):
     summaries = [r for r in runs if r.info.run_name == "ingest_summary:all"]
     assert sorted(r.data.tags["panel2patch.invocation"] for r in summaries) == ["1", "2"]
     assert {r.data.tags["mlflow.parentRunId"] for r in summaries} == {parent.info.run_id}
-    # exactly the jobs this invocation ran (the summary and the QC report that reads it) are its runs
+    # exactly the jobs this invocation ran (the summary, the QC report that reads it, the audit) are its runs
     ran = {line.split("(Rule: ")[1].rstrip(")") for line in proc.stderr.splitlines() if "(Rule: " in line} - {"all"}
     again = [r for r in runs if r.data.tags.get("panel2patch.invocation") == "2"]
-    assert ran == {"ingest_summary", "corpus_report"} == {r.info.run_name.split(":")[0] for r in again}, proc.stderr[-3000:]
+    assert ran == {"ingest_summary", "corpus_report", "audit"} == {r.info.run_name.split(":")[0] for r in again}, proc.stderr[-3000:]
     assert {r.data.tags["mlflow.parentRunId"] for r in again} == {parent.info.run_id}

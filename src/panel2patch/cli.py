@@ -7,6 +7,7 @@
     panel2patch corpus build RESULTS | check CORPUS_DIR | report RESULTS
     panel2patch evaluate MODEL... --out DIR     benchmarks, each model next to its untrained baseline
     panel2patch ablation --arm NAME=EVAL.json... --baseline NAME --out DIR   paired bootstrap table
+    panel2patch audit RESULTS                   lineage, reproduction and claims of a workflow run
     panel2patch recover [SNAKEMAKE ARGS...]     after a crash: unlock, then rerun incomplete jobs
 
 Each subcommand lives next to its stage (``panel2patch.<stage>.cli``) and is imported only when
@@ -33,6 +34,7 @@ COMMANDS = {
     "corpus": ("panel2patch.corpus.cli", "build, audit or report the figure/panel/patch WebDataset corpus"),
     "evaluate": ("panel2patch.evaluate.cli", "benchmark open_clip models (retrieval, zero-shot, probe, VQA, grounding, perturbed texts) next to their untrained baseline"),
     "ablation": ("panel2patch.evaluate.ablation_cli", "compare evaluated runs with a baseline run: difference and paired bootstrap interval per metric"),
+    "audit": ("panel2patch.audit.cli", "check a run's lineage through MLflow, reproduce data stages, compare the papers' claims"),
     "recover": ("panel2patch.recover", "after a crash: check nothing still runs, unlock, continue the workflow with --rerun-incomplete"),
 }
 

@@ -53,6 +53,11 @@ def corpus_licence_table():
 
 
 def get_final_output():
+    """Every output of a run, the audit last (it reads the others' MLflow records)."""
+    return audited_outputs() + [f"{RESULTS}/audit/audit.json"]
+
+
+def audited_outputs():
     return [
         f"{RESULTS}/ingest/summary.json",
         f"{RESULTS}/corpus/shards/sizes.json",
@@ -123,6 +128,12 @@ def train_overrides(wildcards):
     """train.set for a run of config/train/; none for an ablation arm, whose written run config
     holds train.set already, followed by the ablation's own overrides (which take precedence)."""
     return [] if _ablation_run(wildcards.run) else config["train"]["set"]
+def claims_files(wildcards):
+    """The claims files the audit compares with the metrics (so an edited claim reruns it)."""
+    import glob
+
+    folder = config["audit"]["claims"]
+    return sorted(glob.glob(f"{folder}/*.yaml")) if folder else []
 
 
 def print_yield():
