@@ -194,6 +194,13 @@ def relocate_store(results_dir: str | Path) -> dict[str, str]:
 SERVER_FILE = "mlflow/server.json"  # uri, pid and start time of the running server
 SERVER_LOG = "logs/mlflow-server.log"
 SERVER_START_TIMEOUT = 180.0  # s until /health answers (starting mlflow on a busy 2-core node took ~25 s)
+# A SQLite backend behind the server: each request thread opens its own connection (NullPool: the
+# default pool of 5+10 connections answered HTTP 400 "QueuePool limit ... reached", which clients do
+# not retry, with 64 jobs) and waits up to this long for the write lock (SQLite's default is 5 s).
+# A few requests still fail at once with "database is locked" (a transaction that read and then
+# wants to write while another commits: SQLite cannot wait there); the server answers 503 and the
+# MLflow client retries them. A PostgreSQL backend has no such lock (README: MLflow server for clusters).
+SQLITE_BUSY_TIMEOUT = 600
 _server_proc: subprocess.Popen | None = None  # the server this process started
 
 
@@ -236,15 +243,17 @@ def start_server(results_dir: str | Path, tcfg: dict | None = None) -> str:
     if backend == f"sqlite:///{_embedded_db(results_dir)}":
         _embedded_db(results_dir).parent.mkdir(parents=True, exist_ok=True)
         relocate_store(results_dir)  # while no server holds the store
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no background job runners (a dozen idle processes)
+    if backend.startswith("sqlite:"):
+        backend += "" if "?" in backend else f"?timeout={SQLITE_BUSY_TIMEOUT}"
+        env["MLFLOW_SQLALCHEMYSTORE_POOLCLASS"] = "NullPool"
     host, port = tcfg.get("server_host") or socket.gethostname(), _free_port()
     uri = f"http://{host}:{port}"
     allowed = [f"{h}{p}" for h in dict.fromkeys([host, "localhost", "127.0.0.1"]) for p in ("", f":{port}")]
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
            "--artifacts-destination", _embedded_artifacts(results_dir), "--host", "0.0.0.0", "--port", str(port),
            "--workers", str(tcfg.get("server_workers") or 1), "--allowed-hosts", ",".join(allowed)]
-    # no background job runners (a dozen processes the workflow never uses)
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     log = results_dir / SERVER_LOG
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:  # its own session: stop_server signals the whole process group
