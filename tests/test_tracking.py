@@ -144,3 +144,16 @@ def test_server_left_by_a_crashed_run_is_stopped_at_the_next_start(results):
         new = json.loads((results / tracking.SERVER_FILE).read_text())
         assert tracking.stop_server(results)
     assert tracking._server_group(new["pid"]) == []
+
+
+def test_server_auto_with_a_configured_backend_store(results, tmp_path):
+    """tracking.backend_store_uri: the server writes that store (here another SQLite file; a
+    PostgreSQL URI in production), not the embedded one; results/mlflow/ still gets the run files."""
+    other = tmp_path / "site" / "mlflow.db"
+    other.parent.mkdir()
+    parent_id = tracking.start_workflow_run(results, {"inputs": ["x"], "tracking": {
+        "server": "auto", "backend_store_uri": f"sqlite:///{other}"}})
+    tracking.end_workflow_run(results, "FINISHED")
+    assert not (results / tracking.SERVER_FILE).exists()
+    assert mlflow.MlflowClient(f"sqlite:///{other}").get_run(parent_id).info.status == "FINISHED"
+    assert not (results / "mlflow" / "mlflow.db").exists()

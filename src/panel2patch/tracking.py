@@ -1,6 +1,9 @@
 """MLflow lineage: one parent run per workflow invocation, one nested run per rule job.
 
 Where the runs go (first match wins):
+0. ``tracking.server: auto``: a ``mlflow server`` the workflow run starts for itself on the
+   submitting host (:func:`start_server`; backend ``tracking.backend_store_uri``, else the embedded
+   store below) and stops at its end; jobs log over HTTP. ``tracking.server: <http(s) URL>``: that server;
 1. ``MLFLOW_TRACKING_URI`` in the environment (e.g. a tracking server on a cluster);
 2. ``tracking.uri`` in ``config/config.yaml``;
 3. the embedded default, a SQLite store ``<results>/mlflow/mlflow.db`` with artifacts in
@@ -194,12 +197,13 @@ def relocate_store(results_dir: str | Path) -> dict[str, str]:
 SERVER_FILE = "mlflow/server.json"  # uri, pid and start time of the running server
 SERVER_LOG = "logs/mlflow-server.log"
 SERVER_START_TIMEOUT = 180.0  # s until /health answers (starting mlflow on a busy 2-core node took ~25 s)
-# A SQLite backend behind the server: each request thread opens its own connection (NullPool: the
-# default pool of 5+10 connections answered HTTP 400 "QueuePool limit ... reached", which clients do
-# not retry, with 64 jobs) and waits up to this long for the write lock (SQLite's default is 5 s).
-# A few requests still fail at once with "database is locked" (a transaction that read and then
-# wants to write while another commits: SQLite cannot wait there); the server answers 503 and the
-# MLflow client retries them. A PostgreSQL backend has no such lock (README: MLflow server for clusters).
+# The server's request threads (up to 40 per worker) each open their own database connection
+# (NullPool): with SQLAlchemy's default pool of 5+10 connections, 64 jobs got HTTP 400 "QueuePool
+# limit ... reached" (which clients do not retry) from a SQLite and from a PostgreSQL backend alike.
+# A SQLite backend waits up to this long for the write lock (SQLite's default is 5 s); a request
+# that SQLite fails at once with "database is locked" (a transaction that read and then wants to
+# write while another commits: it cannot wait there) is answered 503, and the MLflow client retries.
+# PostgreSQL has no such lock (README: MLflow server for clusters).
 SQLITE_BUSY_TIMEOUT = 600
 _server_proc: subprocess.Popen | None = None  # the server this process started
 
@@ -245,9 +249,9 @@ def start_server(results_dir: str | Path, tcfg: dict | None = None) -> str:
         relocate_store(results_dir)  # while no server holds the store
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no background job runners (a dozen idle processes)
-    if backend.startswith("sqlite:"):
-        backend += "" if "?" in backend else f"?timeout={SQLITE_BUSY_TIMEOUT}"
-        env["MLFLOW_SQLALCHEMYSTORE_POOLCLASS"] = "NullPool"
+    env.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
+    if backend.startswith("sqlite:") and "?" not in backend:
+        backend += f"?timeout={SQLITE_BUSY_TIMEOUT}"
     host, port = tcfg.get("server_host") or socket.gethostname(), _free_port()
     uri = f"http://{host}:{port}"
     allowed = [f"{h}{p}" for h in dict.fromkeys([host, "localhost", "127.0.0.1"]) for p in ("", f":{port}")]
@@ -255,7 +259,8 @@ def start_server(results_dir: str | Path, tcfg: dict | None = None) -> str:
            "--artifacts-destination", _embedded_artifacts(results_dir), "--host", "0.0.0.0", "--port", str(port),
            "--workers", str(tcfg.get("server_workers") or 1), "--allowed-hosts", ",".join(allowed)]
     log = results_dir / SERVER_LOG
-    log.parent.mkdir(parents=True, exist_ok=True)
+    for folder in (log.parent, (results_dir / SERVER_FILE).parent):
+        folder.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:  # its own session: stop_server signals the whole process group
         _server_proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         env=env, cwd=results_dir, start_new_session=True)
