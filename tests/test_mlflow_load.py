@@ -6,7 +6,10 @@ The workflow run is opened as Snakemake's onstart opens it, with ``tracking.serv
 panel2patch.tracking starts a real ``mlflow server`` on the embedded SQLite store; every writer waits
 until all have started, then creates its nested run over HTTP, logs 10 metrics x 5 steps one call
 each, its params and one artifact. Afterwards every run, metric value and artifact must be in the
-store, no log may say "database is locked", and the server must be gone.
+store, no job log may say "database is locked", the server may have answered no error but 503
+(which clients retry; README, MLflow server for clusters), and it must be gone. P2P_LOAD_BACKEND
+(e.g. postgresql://user@host:port/db, psycopg2 importable, an empty database) measures another
+backend store the same way.
 
 The contrast (test_direct_sqlite_contrast) runs the same writers against the SQLite file directly
 (``tracking.server: none``, the one-machine default) and only reports what arrived: losing runs
