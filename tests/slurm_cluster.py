@@ -173,13 +173,14 @@ class SlurmCluster:
     DAEMONS = ("slurmd", "slurmctld", "munged")  # stop order
 
     def __init__(self, prefix: str | Path | None = None, start_timeout: float = 60.0,
-                 install: bool = True, min_job_age: int = 7200):
+                 install: bool = True, min_job_age: int = 7200, cpus: int | None = None):
         self._given_prefix = Path(prefix) if prefix else None
         self._made_prefix: Path | None = None  # the temp prefix start() made (cleanup removes it)
         self._set_prefix(self._given_prefix)
         self.start_timeout = start_timeout
         self.install = install
         self.min_job_age = min_job_age
+        self.cpus = cpus  # None: the host's; more lets that many 1-CPU jobs run at once (oversubscribed)
         self.pids: dict[str, int] = {}
         self.timings: dict[str, float] = {}
         self.nodename = socket.gethostname().split(".")[0]
@@ -226,6 +227,9 @@ class SlurmCluster:
         fields = [f for f in first.split() if not f.startswith("NodeName=")]
         if not fields:
             raise SlurmUnavailable(f"`slurmd -C` printed no node line: {res.stdout!r} {res.stderr!r}")
+        if self.cpus:  # one socket of `cpus` cores (SlurmdParameters=config_overrides accepts it)
+            fields = [f"CPUs={self.cpus}", "Boards=1", "SocketsPerBoard=1", f"CoresPerSocket={self.cpus}",
+                      "ThreadsPerCore=1", *[f for f in fields if f.startswith("RealMemory=")]]
         return " ".join(fields)
 
     def write_config(self) -> None:
@@ -266,6 +270,7 @@ ReturnToService=2
 MinJobAge={self.min_job_age}
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/linux
+{"SlurmdParameters=config_overrides" if self.cpus else "# SlurmdParameters: the node as found"}
 NodeName={n} NodeAddr=127.0.0.1 {self._node_line()} State=UNKNOWN
 PartitionName=debug Nodes={n} Default=YES MaxTime=INFINITE State=UP
 """)

@@ -268,3 +268,35 @@ def test_train_rule_two_ranks_through_srun(cluster: SlurmCluster, tmp_path: Path
     train_runs = [r for r in runs if r.info.run_name == "train:tiny"]
     assert len(train_runs) == 1 and train_runs[0].data.params["world_size"] == "2", [r.info.run_name for r in runs]
     assert train_runs[0].data.tags.get("slurm.job_id") == train_jobs[0]["id"]
+
+
+def test_tracking_server_auto_through_the_slurm_profile(cluster: SlurmCluster, tmp_path: Path):
+    """`--config 'tracking={server: auto}'` with the repository's profile: onstart starts the
+    workflow's own mlflow server, every Slurm job logs its run over HTTP (it inherits the URI), and
+    onsuccess stops the server. Only the ingest part of the DAG (one job per shard + the summary)."""
+    work = tmp_path / "repo"
+    work.mkdir()
+    copy_repo(work)
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = f"{_venv_bin()}{os.pathsep}{env.get('PATH', os.defpath)}"
+    env = cluster.env(env)
+    res = subprocess.run([shutil.which("timeout"), "-s", "KILL", str(RUN_TIMEOUT), *COMMAND, "results/ingest/summary.json",
+                          "--config", "tracking={server: auto}"], cwd=work, env=env, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=RUN_TIMEOUT + 30)
+    jobs = _squeue(cluster)
+    cluster.stop()
+    assert res.returncode == 0, res.stdout[-6000:] + cluster.log_tails()
+    results = work / "results"
+    parent = json.loads((results / "mlflow" / "parent_run.json").read_text())
+    assert parent["server"] == "auto" and parent["tracking_uri"].startswith("http://")
+    assert not (results / "mlflow" / "server.json").exists()  # stopped by onsuccess
+    assert f"MLflow server {parent['tracking_uri']}" in res.stdout
+    log = (results / "logs" / "mlflow-server.log").read_text()
+    assert "POST /api/2.0/mlflow/runs/create" in log and "Finished server process" in log
+    port = parent["tracking_uri"].rsplit(":", 1)[1]
+    assert subprocess.run(["pgrep", "-f", "--", f"--port {port} "], capture_output=True).returncode == 1, "server left running"
+    runs = _mlflow_runs(results)  # the server wrote the embedded store
+    stages = [r for r in runs if r.data.tags.get("panel2patch.level") == "stage"]
+    assert jobs and all(j["state"] == "COMPLETED" for j in jobs), jobs
+    assert len(stages) == len(jobs) and {r.data.tags.get("slurm.job_id") for r in stages} == {j["id"] for j in jobs}
+    assert all(r.data.tags["mlflow.parentRunId"] == parent["run_id"] and r.info.status == "FINISHED" for r in stages)

@@ -123,3 +123,73 @@ def test_a_dataset_insert_that_loses_a_race_is_tried_again(results, monkeypatch)
     with pytest.raises(MlflowException, match="some other store error"):
         with tracking.stage_run("evaluate", "third", {}, results) as run:
             run.log_manifest(table, name="evaluation-data", context="evaluation")
+
+
+JOB = """
+import mlflow, sys
+from panel2patch import tracking
+with tracking.stage_run("ingest", "job", {"x": 1}, sys.argv[1]) as run:
+    run.log_metrics({"figures": 5})
+    mlflow.log_dict({"ok": True}, "job.json")
+print(mlflow.get_tracking_uri())
+"""
+
+
+def test_server_auto_jobs_log_over_http_and_the_server_stops(results, tmp_path):
+    """tracking.server auto: the workflow run starts its own `mlflow server` (pid file, log), a job
+    (another process, inheriting the environment as Snakemake's jobs do) logs over HTTP into the
+    embedded store, and end_workflow_run stops the server's whole process group."""
+    import subprocess
+    import sys
+
+    parent_id = tracking.start_workflow_run(results, {"inputs": ["x"], "tracking": {"server": "auto"}})
+    info = json.loads((results / tracking.SERVER_FILE).read_text())
+    assert info["uri"].startswith("http://") and json.loads(os.environ[tracking.PARENT_ENV])["tracking_uri"] == info["uri"]
+    env = {**os.environ, "PYTHONPATH": str(tracking.Path(tracking.__file__).parents[1])}
+    job = subprocess.run([sys.executable, "-c", JOB, str(results)], env=env, capture_output=True, text=True, timeout=300)
+    assert job.returncode == 0, job.stderr
+    assert job.stdout.strip().splitlines()[-1] == info["uri"]
+    assert tracking._server_group(info["pid"])
+    tracking.end_workflow_run(results, "FINISHED")
+    assert not (results / tracking.SERVER_FILE).exists() and tracking._server_group(info["pid"]) == []
+    assert "POST /api/2.0/mlflow/runs/log-batch" in (results / tracking.SERVER_LOG).read_text()
+    r = runs(results)  # the same store as without a server: results/mlflow/mlflow.db
+    assert r["ingest:job"].data.tags["mlflow.parentRunId"] == parent_id and r["ingest:job"].data.metrics == {"figures": 5.0}
+    assert r["ingest:job"].info.status == "FINISHED" and r[next(k for k in r if k.startswith("workflow"))].info.status == "FINISHED"
+    assert list((results / "mlflow" / "artifacts").rglob("job.json"))
+    # a job run by hand afterwards does not wait for the stopped server: a top-level run in the store
+    with tracking.stage_run("ingest", "manual", {}, results):
+        pass
+    assert "mlflow.parentRunId" not in runs(results)["ingest:manual"].data.tags
+
+
+def test_server_left_by_a_crashed_run_is_stopped_at_the_next_start(results):
+    """A server whose workflow process died (kill -9: no onsuccess/onerror, no atexit) is found by
+    its pid file; its workers are stopped even when its first process was killed too."""
+    import signal
+
+    tracking.start_server(results, {})
+    old = json.loads((results / tracking.SERVER_FILE).read_text())
+    os.kill(old["pid"], signal.SIGKILL)  # the group's leader gone, its uvicorn worker orphaned
+    os.waitpid(old["pid"], 0)
+    assert any("uvicorn" in cmd for cmd in tracking._server_group(old["pid"]))
+    try:
+        uri = tracking.start_server(results, {})
+        assert tracking._server_group(old["pid"]) == [] and uri.startswith("http://")
+    finally:
+        new = json.loads((results / tracking.SERVER_FILE).read_text())
+        assert tracking.stop_server(results)
+    assert tracking._server_group(new["pid"]) == []
+
+
+def test_server_auto_with_a_configured_backend_store(results, tmp_path):
+    """tracking.backend_store_uri: the server writes that store (here another SQLite file; a
+    PostgreSQL URI in production), not the embedded one; results/mlflow/ still gets the run files."""
+    other = tmp_path / "site" / "mlflow.db"
+    other.parent.mkdir()
+    parent_id = tracking.start_workflow_run(results, {"inputs": ["x"], "tracking": {
+        "server": "auto", "backend_store_uri": f"sqlite:///{other}"}})
+    tracking.end_workflow_run(results, "FINISHED")
+    assert not (results / tracking.SERVER_FILE).exists()
+    assert mlflow.MlflowClient(f"sqlite:///{other}").get_run(parent_id).info.status == "FINISHED"
+    assert not (results / "mlflow" / "mlflow.db").exists()

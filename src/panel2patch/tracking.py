@@ -1,6 +1,9 @@
 """MLflow lineage: one parent run per workflow invocation, one nested run per rule job.
 
 Where the runs go (first match wins):
+0. ``tracking.server: auto``: a ``mlflow server`` the workflow run starts for itself on the
+   submitting host (:func:`start_server`; backend ``tracking.backend_store_uri``, else the embedded
+   store below) and stops at its end; jobs log over HTTP. ``tracking.server: <http(s) URL>``: that server;
 1. ``MLFLOW_TRACKING_URI`` in the environment (e.g. a tracking server on a cluster);
 2. ``tracking.uri`` in ``config/config.yaml``;
 3. the embedded default, a SQLite store ``<results>/mlflow/mlflow.db`` with artifacts in
@@ -47,18 +50,21 @@ null = never).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import getpass
 import hashlib
 import json
 import os
 import platform
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 import warnings
 from pathlib import Path
@@ -120,11 +126,12 @@ def _embedded_artifacts(results_dir: str | Path) -> str:
     return (Path(results_dir).resolve() / "mlflow" / "artifacts").as_uri()
 
 
-def _experiment_id(results_dir: Path, uri: str, name: str, artifact_location: str | None = None) -> str:
+def _experiment_id(results_dir: Path, uri: str, name: str, artifact_location: str | None = None,
+                   local_artifacts: bool = False) -> str:
     """The experiment ``name`` in the store at ``uri``, created if new: its artifacts at
     ``artifact_location`` (a path relative to the working directory, or a URI), else, for a
-    local store, at the embedded ``<results>/mlflow/artifacts`` (tagged so that
-    :func:`relocate_store` can move it with the folder)."""
+    local store or the workflow's own server (``local_artifacts``), at the embedded
+    ``<results>/mlflow/artifacts`` (tagged so that :func:`relocate_store` can move it with the folder)."""
     if uri == f"sqlite:///{_embedded_db(results_dir)}":
         relocate_store(results_dir)  # results/ moved or copied since the experiment was made
     _use_uri(uri)
@@ -134,7 +141,7 @@ def _experiment_id(results_dir: Path, uri: str, name: str, artifact_location: st
     tags = None
     if artifact_location:
         artifacts = artifact_location if "://" in artifact_location else Path(artifact_location).resolve().as_uri()
-    elif uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
+    elif local_artifacts or uri.startswith("sqlite:") or uri.startswith("file:") or "://" not in uri:
         artifacts, tags = _embedded_artifacts(results_dir), {ARTIFACTS_TAG: "results"}
     else:
         artifacts = None  # a tracking server: its own artifact root
@@ -182,6 +189,136 @@ def relocate_store(results_dir: str | Path) -> dict[str, str]:
         return {old: new_uri for old in olds}
     finally:
         con.close()
+
+
+# --------------------------------------------------------------- the workflow's own tracking server
+# tracking.server: auto. Many jobs writing one SQLite file at once can fail with "database is
+# locked"; with a server only the server's process writes the store, and the jobs log over HTTP.
+SERVER_FILE = "mlflow/server.json"  # uri, pid and start time of the running server
+SERVER_LOG = "logs/mlflow-server.log"
+SERVER_START_TIMEOUT = 180.0  # s until /health answers (starting mlflow on a busy 2-core node took ~25 s)
+# The server's request threads (up to 40 per worker) each open their own database connection
+# (NullPool): with SQLAlchemy's default pool of 5+10 connections, 64 jobs got HTTP 400 "QueuePool
+# limit ... reached" (which clients do not retry) from a SQLite and from a PostgreSQL backend alike.
+# A SQLite backend waits up to this long for the write lock (SQLite's default is 5 s); a request
+# that SQLite fails at once with "database is locked" (a transaction that read and then wants to
+# write while another commits: it cannot wait there) is answered 503, and the MLflow client retries.
+# PostgreSQL has no such lock (README: MLflow server for clusters).
+SQLITE_BUSY_TIMEOUT = 600
+_server_proc: subprocess.Popen | None = None  # the server this process started
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def _server_group(pgid: int) -> list[str]:
+    """Command lines of the live processes of group ``pgid`` (zombies do not count)."""
+    if _server_proc is not None:
+        _server_proc.poll()  # reap our own child
+    out = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                out.append(" ".join(proc.cmdline()))
+        except (OSError, psutil.Error):
+            continue
+    return out
+
+
+def start_server(results_dir: str | Path, tcfg: dict | None = None) -> str:
+    """Start ``mlflow server`` for this workflow run and return its ``http://host:port`` URI.
+
+    Backend store: ``tracking.backend_store_uri`` (e.g. ``postgresql://user@dbhost/mlflow``), else
+    the embedded ``<results>/mlflow/mlflow.db`` (the same store as without a server). Artifacts:
+    new experiments keep them in ``<results>/mlflow/artifacts`` (jobs write there directly, so
+    ``results/`` must be on a file system the nodes share); ``--artifacts-destination`` is that
+    folder too. The server listens on all interfaces, on a free port; jobs reach it by
+    ``tracking.server_host`` (default: this host's name). Its pid goes to ``<results>/mlflow/server.json``
+    and its log to ``<results>/logs/mlflow-server.log``; a server left there by a crashed run is
+    stopped first, and this process stops it at exit if :func:`stop_server` was not called."""
+    global _server_proc
+    results_dir = Path(results_dir).resolve()
+    tcfg = tcfg or {}
+    stop_server(results_dir)
+    backend = tcfg.get("backend_store_uri") or f"sqlite:///{_embedded_db(results_dir)}"
+    if backend == f"sqlite:///{_embedded_db(results_dir)}":
+        _embedded_db(results_dir).parent.mkdir(parents=True, exist_ok=True)
+        relocate_store(results_dir)  # while no server holds the store
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no background job runners (a dozen idle processes)
+    env.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
+    if backend.startswith("sqlite:") and "?" not in backend:
+        backend += f"?timeout={SQLITE_BUSY_TIMEOUT}"
+    host, port = tcfg.get("server_host") or socket.gethostname(), _free_port()
+    uri = f"http://{host}:{port}"
+    allowed = [f"{h}{p}" for h in dict.fromkeys([host, "localhost", "127.0.0.1"]) for p in ("", f":{port}")]
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend,
+           "--artifacts-destination", _embedded_artifacts(results_dir), "--host", "0.0.0.0", "--port", str(port),
+           "--workers", str(tcfg.get("server_workers") or 1), "--allowed-hosts", ",".join(allowed)]
+    log = results_dir / SERVER_LOG
+    for folder in (log.parent, (results_dir / SERVER_FILE).parent):
+        folder.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:  # its own session: stop_server signals the whole process group
+        _server_proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        env=env, cwd=results_dir, start_new_session=True)
+    record = {"uri": uri, "host": socket.gethostname(), "pid": _server_proc.pid,
+              "pid_started": psutil.Process(_server_proc.pid).create_time(), "pid_ns": _pid_namespace(),
+              "log": str(log)}
+    (results_dir / SERVER_FILE).write_text(json.dumps(record))
+    atexit.register(stop_server, results_dir)
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if _server_proc.poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
+                if resp.status == 200:
+                    print(f"panel2patch: MLflow server {uri} (pid {_server_proc.pid}, log {log})", file=sys.stderr)
+                    return uri
+        except OSError:
+            pass
+        time.sleep(0.5)
+    stop_server(results_dir)
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+    raise RuntimeError(f"mlflow server did not answer on {uri} within {SERVER_START_TIMEOUT:.0f} s; "
+                       f"{log} ends:\n{tail}")
+
+
+def stop_server(results_dir: str | Path, grace: float = 15.0) -> bool:
+    """Stop the server recorded in ``<results>/mlflow/server.json`` (TERM to its process group,
+    KILL after ``grace`` s) and remove the file. Only a process of this host and pid namespace whose
+    start time matches is signalled (a pid reused since is left alone). True if one was stopped."""
+    record = Path(results_dir) / SERVER_FILE
+    try:
+        info = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return False
+    stopped = False
+    if info.get("host") == socket.gethostname() and info.get("pid_ns") == _pid_namespace():
+        pid = int(info["pid"])
+        try:
+            ours = abs(psutil.Process(pid).create_time() - float(info["pid_started"])) < 2.0
+        except psutil.Error:
+            ours = False
+        # the leader, or its workers left behind by a leader killed with -9
+        if ours or any("mlflow" in cmd for cmd in _server_group(pid)):
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, sig)
+                deadline = time.monotonic() + grace
+                while _server_group(pid) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                if not _server_group(pid):
+                    break
+            stopped = True
+    else:
+        print(f"panel2patch: MLflow server {info.get('uri')} of host {info.get('host')} cannot be stopped from here",
+              file=sys.stderr)
+    record.unlink(missing_ok=True)
+    return stopped
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, str]:
@@ -364,8 +501,13 @@ def start_workflow_run(results_dir: str | Path, config: dict, manifest=None) -> 
     partial rerun), else a new one in the same run group (see the module docstring)."""
     results_dir = Path(results_dir)
     tcfg = config.get("tracking", {}) or {}
-    uri = tracking_uri(results_dir, tcfg.get("uri"))
-    exp = _experiment_id(results_dir, uri, tcfg.get("experiment", DEFAULT_EXPERIMENT), tcfg.get("artifact_location"))
+    server = tcfg.get("server") or "none"
+    if server == "auto":  # a server of this workflow run's own, stopped by end_workflow_run
+        uri = start_server(results_dir, tcfg)
+    else:
+        uri = tracking_uri(results_dir, server if "://" in server else tcfg.get("uri"))
+    exp = _experiment_id(results_dir, uri, tcfg.get("experiment", DEFAULT_EXPERIMENT), tcfg.get("artifact_location"),
+                         local_artifacts=server == "auto")
     client = MlflowClient(uri)
     previous, group = _previous_parent(results_dir, client, exp)
     group = group or uuid.uuid4().hex
@@ -402,7 +544,7 @@ def start_workflow_run(results_dir: str | Path, config: dict, manifest=None) -> 
     except Exception as exc:  # housekeeping: never stops the workflow
         print(f"panel2patch: could not check for runs left RUNNING by a crash: {exc!r}", file=sys.stderr)
     info = json.dumps({"run_id": run_id, "experiment_id": exp, "tracking_uri": uri, "run_group": group,
-                       "invocation": invocation})
+                       "invocation": invocation, "server": "auto" if server == "auto" else None})
     parent = results_dir / PARENT_FILE
     parent.parent.mkdir(parents=True, exist_ok=True)
     parent.write_text(info)
@@ -479,11 +621,14 @@ def recover_dead_runs(uri: str, experiment_id: str, recovered_by: str,
 
 
 def end_workflow_run(results_dir: str | Path, status: str = "FINISHED") -> None:
+    """Close the invocation's parent run, then stop the workflow's own server (if it started one)."""
     parent = Path(results_dir) / PARENT_FILE
-    if not parent.exists():
-        return
-    info = json.loads(parent.read_text())
-    MlflowClient(info["tracking_uri"]).set_terminated(info["run_id"], status=status)
+    try:
+        if parent.exists():
+            info = json.loads(parent.read_text())
+            MlflowClient(info["tracking_uri"]).set_terminated(info["run_id"], status=status)
+    finally:
+        stop_server(results_dir)
 
 
 class StageRun:
@@ -523,10 +668,12 @@ class StageRun:
         return record
 
 
-def _parent_running(parent: dict) -> bool:
+def _parent_running(parent: dict, results_dir: Path) -> bool:
     uri = parent["tracking_uri"]
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         return False  # the store was moved: never create an empty one at the old path
+    if parent.get("server") == "auto" and not (results_dir / SERVER_FILE).is_file():
+        return False  # the workflow's own server has stopped (no waiting for it to answer)
     try:
         return MlflowClient(uri).get_run(parent["run_id"]).info.status == "RUNNING"
     except MlflowException:
@@ -543,7 +690,7 @@ def stage_run(stage: str, name: str, params: dict, results_dir: str | Path, trac
         parent = json.loads(os.environ[PARENT_ENV])
     else:
         parent = json.loads(parent_file.read_text()) if parent_file.exists() else None
-    if parent and not _parent_running(parent):
+    if parent and not _parent_running(parent, results_dir):
         parent = None  # left over from a finished invocation (or a moved store): this job was started by hand
     user_uri = os.environ.get("MLFLOW_TRACKING_URI") not in (None, "", _uri_set_here)
     if parent and not user_uri:
