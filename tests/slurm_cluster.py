@@ -198,6 +198,7 @@ class SlurmCluster:
         self.ctld_addr = "127.0.0.1"
         self.node_addrs = {self.nodename: "127.0.0.1"} if self.nodes == 1 else {}
         self.netns: dict[str, str] = {}  # node -> namespace (multi-node only)
+        self.veths: dict[str, str] = {}  # node -> the root namespace's end of its veth pair
         self.bridge: str | None = None
 
     # ---------------------------------------------------------------- files
@@ -475,6 +476,7 @@ PartitionName=debug Nodes={",".join(self.node_names)} Default=YES MaxTime=INFINI
             self._ip("netns", "add", ns)
             self.netns[node] = ns
             self._ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            self.veths[node] = veth
             self._ip("link", "set", veth, "master", self.bridge, "up")
             self._ip("-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
             self._ip("-n", ns, "link", "set", "eth0", "up")
@@ -494,9 +496,16 @@ PartitionName=debug Nodes={",".join(self.node_names)} Default=YES MaxTime=INFINI
                 time.sleep(0.1)
             self._ip("netns", "del", ns, check=False)
             del self.netns[node]
+            self.veths.pop(node, None)
         if self.bridge:
             self._ip("link", "del", self.bridge, check=False)
             self.bridge = None
+
+    def node_traffic(self, node: str) -> dict[str, int]:
+        """Bytes NODE has sent ("sent") and received ("received") over its link to the bridge."""
+        stats = Path("/sys/class/net") / self.veths[node] / "statistics"
+        # the root namespace's end: what it receives, the node sent
+        return {"sent": int((stats / "rx_bytes").read_text()), "received": int((stats / "tx_bytes").read_text())}
 
     def on_node(self, node: str) -> tuple[str, ...]:
         """The command prefix that runs a command as on NODE: in its network namespace (nsenter:

@@ -378,7 +378,12 @@ def test_train_rule_on_two_nodes_equals_one_node(two_node_cluster: SlurmCluster,
     seen = sorted(" ".join(line.split()) for line in probe.stdout.splitlines())
     assert seen == [f"0: n1 {cluster.node_addrs['n1']}", f"1: n2 {cluster.node_addrs['n2']}"], probe.stdout
 
-    runs = {nodes: _train_through_profile(cluster, tmp_path / f"repo{nodes}", nodes) for nodes in (2, 1)}
+    runs = {}
+    for nodes in (2, 1):  # and how many bytes n2 sent and received meanwhile (its veth's counters)
+        before = cluster.node_traffic("n2")
+        runs[nodes] = _train_through_profile(cluster, tmp_path / f"repo{nodes}", nodes)
+        after = cluster.node_traffic("n2")
+        runs[nodes]["n2_traffic"] = {k: after[k] - before[k] for k in after}
     jobs = _squeue(cluster)
     nodelists = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%k|%N|%D"], env=cluster.env(),
                                capture_output=True, text=True, timeout=30).stdout.split()
@@ -389,8 +394,8 @@ def test_train_rule_on_two_nodes_equals_one_node(two_node_cluster: SlurmCluster,
                 f"{run['log'][-4000:]}\nsqueue: {jobs} {nodelists}{cluster.log_tails()}")
 
     for nodes, run in runs.items():
-        print(f"\n[two-node test] nodes={nodes}: {run['seconds']:.1f}s, losses "
-              f"{run['result'] and run['result']['losses']}")
+        print(f"\n[two-node test] nodes={nodes}: {run['seconds']:.1f}s, n2 sent/received bytes "
+              f"{run['n2_traffic']}, losses {run['result'] and run['result']['losses']}")
         assert run["rc"] == 0 and run["result"], context(run)
         assert run["result"]["world_size"] == 2 and run["result"]["step"] == TWO_NODE_STEPS, context(run)
     print(f"[two-node test] jobs (comment|nodes|count): {nodelists}")
@@ -417,3 +422,10 @@ def test_train_rule_on_two_nodes_equals_one_node(two_node_cluster: SlurmCluster,
     wdiff = max(float((w2[k].float() - w1[k].float()).abs().max()) for k in w2)
     print(f"[two-node test] max |weight difference| {wdiff:.3g} over {len(w2)} tensors")
     assert wdiff <= 1e-6
+
+    # rank 1's gradients and parameters crossed the bridge: ZeRO-2's reduce-scatter and all-gather
+    # move at least a byte per parameter and step each way; the 1-node run left n2 nearly silent
+    n_params = sum(t.numel() for t in w2.values())
+    for way in ("sent", "received"):
+        assert two["n2_traffic"][way] > TWO_NODE_STEPS * n_params, (two["n2_traffic"], n_params)
+        assert one["n2_traffic"][way] < 1_000_000, one["n2_traffic"]
