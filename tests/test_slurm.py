@@ -3,7 +3,9 @@
 A private cluster (tests/slurm_cluster.py: munged, slurmctld, slurmd under /tmp/p2p-slurm-*,
 free ports, never /etc/slurm) runs the ingest DAG of a copy of the repository through sbatch
 with the repository's own profile (slurm/config.v8+.yaml); a second test runs rule train as one
-sbatch job of 2 tasks whose srun starts both trainer ranks. Skips, saying why, only where Slurm
+sbatch job of 2 tasks whose srun starts both trainer ranks; a third starts a two-node cluster
+(SlurmCluster(nodes=2): two slurmd in network namespaces on a bridge) and checks that rule train with
+`nodes: 2` trains exactly like the same run on one node. Skips, saying why, only where Slurm
 cannot be installed or started; with P2P_REQUIRE_SLURM=1 that is a failure instead.
 """
 
