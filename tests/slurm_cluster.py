@@ -453,18 +453,22 @@ PartitionName=debug Nodes={",".join(self.node_names)} Default=YES MaxTime=INFINI
 
     def _net_up(self) -> None:
         """A bridge in the root namespace (slurmctld's address 10.X.0.1) and per node a network
-        namespace joined to it by a veth pair (10.X.0.11, .12, ...), its own lo, and its own
-        /etc/hosts naming every node. X: the first 10.X.0.0/24 no interface here uses yet."""
+        namespace joined to it by a veth pair (10.X.0.11, .12, ...), its own lo, and a hosts file
+        naming every node (see on_node). X: a 10.X.0.0/24 no interface here uses yet."""
         if shutil.which("ip") is None:
             raise SlurmUnavailable("a multi-node cluster needs `ip` (iproute2) for network namespaces")
         used = self._ip("-4", "-o", "addr").stdout
-        x = next((x for x in range(77, 255) if f"inet 10.{x}." not in used), None)
+        start = 77 + os.getpid() % 150  # two clusters started at once rarely try the same subnet first
+        x = next((x for x in [*range(start, 255), *range(77, start)] if f"inet 10.{x}." not in used), None)
         if x is None:
             raise SlurmUnavailable("no free 10.X.0.0/24 subnet for the cluster's bridge")
         tag = f"p2p{os.getpid() % 100000}"  # interface names: at most 15 characters
         self.ctld_addr = f"10.{x}.0.1"
         self.node_addrs = {node: f"10.{x}.0.{11 + i}" for i, node in enumerate(self.node_names)}
-        self._ip("link", "add", f"{tag}br", "type", "bridge")
+        # bridged frames skip iptables where the kernel lets a bridge say so (a host firewall's
+        # FORWARD policy, e.g. Docker's DROP, would otherwise cut the nodes off from each other)
+        if self._ip("link", "add", f"{tag}br", "type", "bridge", "nf_call_iptables", "0", check=False).returncode:
+            self._ip("link", "add", f"{tag}br", "type", "bridge")
         self.bridge = f"{tag}br"
         self._ip("addr", "add", f"{self.ctld_addr}/24", "dev", self.bridge)
         self._ip("link", "set", self.bridge, "up")
