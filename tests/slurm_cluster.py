@@ -177,7 +177,8 @@ def _stepd_pids(spool: Path) -> list[int]:
 
 
 class SlurmCluster:
-    """munged + slurmctld + slurmd for this host only, under a private temp prefix."""
+    """munged + slurmctld + slurmd for this host (or, with NODES > 1, one slurmd per network
+    namespace: see the module docstring), under a private temp prefix."""
 
     def __init__(self, prefix: str | Path | None = None, start_timeout: float = 60.0,
                  install: bool = True, min_job_age: int = 7200, cpus: int | None = None, nodes: int = 1):
