@@ -3,7 +3,9 @@
 A private cluster (tests/slurm_cluster.py: munged, slurmctld, slurmd under /tmp/p2p-slurm-*,
 free ports, never /etc/slurm) runs the ingest DAG of a copy of the repository through sbatch
 with the repository's own profile (slurm/config.v8+.yaml); a second test runs rule train as one
-sbatch job of 2 tasks whose srun starts both trainer ranks. Skips, saying why, only where Slurm
+sbatch job of 2 tasks whose srun starts both trainer ranks; a third starts a two-node cluster
+(SlurmCluster(nodes=2): two slurmd in network namespaces on a bridge) and checks that rule train with
+`nodes: 2` trains exactly like the same run on one node. Skips, saying why, only where Slurm
 cannot be installed or started; with P2P_REQUIRE_SLURM=1 that is a failure instead.
 """
 
@@ -300,3 +302,132 @@ def test_tracking_server_auto_through_the_slurm_profile(cluster: SlurmCluster, t
     assert jobs and all(j["state"] == "COMPLETED" for j in jobs), jobs
     assert len(stages) == len(jobs) and {r.data.tags.get("slurm.job_id") for r in stages} == {j["id"] for j in jobs}
     assert all(r.data.tags["mlflow.parentRunId"] == parent["run_id"] and r.info.status == "FINISHED" for r in stages)
+
+
+# --------------------------------------------------------------------------------------------------
+# Two nodes: rule train with nodes: 2 on a private two-node cluster (each node its own network
+# namespace and address on a bridge, its own hostname; see SlurmCluster(nodes=2)).
+TWO_NODE_STEPS = 4
+
+
+@pytest.fixture
+def two_node_cluster():
+    c = SlurmCluster(nodes=2, cpus=2)  # 2 CPUs a node: the 1-node comparison puts both ranks on one
+    try:
+        c.start()
+    except SlurmUnavailable as e:
+        c.stop()
+        c.cleanup()
+        if os.environ.get("P2P_REQUIRE_SLURM") == "1":
+            pytest.fail(f"Slurm required (P2P_REQUIRE_SLURM=1) but unavailable: {e}")
+        print(f"\nSKIP two-node Slurm: {e}")
+        pytest.skip(f"cannot start a two-node Slurm (network namespaces): {e}")
+    try:
+        yield c
+    finally:
+        c.stop()
+        c.cleanup()
+
+
+def _train_through_profile(cluster: SlurmCluster, work: Path, nodes: int) -> dict:
+    """rule train (2 ranks, ZeRO-2, TWO_NODE_STEPS steps) through `--profile slurm` in a fresh copy
+    of the repository at WORK with the given `train.nodes`; what the run left behind."""
+    import yaml
+
+    from panel2patch.train.data import write_synthetic_shards
+
+    work.mkdir()
+    copy_repo(work)
+    (work / "Snakefile.train").write_text(TRAIN_SNAKEFILE)
+    write_synthetic_shards(work / "results" / "corpus" / "shards", n_figures=12, seed=0, figures_per_shard=2)
+    cfg_path = work / "config" / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["train"] = {**cfg.get("train", {}), "runs": ["tiny"], "tasks": 2, "nodes": nodes, "cpus_per_task": 1,
+                    "mem_mb": 4000, "runtime_min": 10, "launcher": "auto", "deepspeed": True,
+                    "set": [f"max_steps={TWO_NODE_STEPS}", "micro_batch=8", "eval_every_epoch=false", "checkpoint_every=0"]}
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PATH"] = f"{_venv_bin()}{os.pathsep}{env.get('PATH', os.defpath)}"
+    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    command = [*COMMAND, "--snakefile", "Snakefile.train"]
+    t0 = time.monotonic()
+    res = subprocess.run([shutil.which("timeout"), "-s", "KILL", str(RUN_TIMEOUT), *command], cwd=work,
+                         env=cluster.env(env), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, timeout=RUN_TIMEOUT + 30)
+    log = work / "results" / "logs" / "train" / "tiny.log"
+    out = work / "results" / "train" / "tiny"
+    run = {"nodes": nodes, "rc": res.returncode, "stdout": res.stdout, "seconds": time.monotonic() - t0,
+           "log": log.read_text(errors="replace") if log.exists() else "(no log)",
+           "result": json.loads((out / "result.json").read_text()) if (out / "result.json").exists() else None,
+           "weights": out / "final" / "open_clip_model.safetensors"}
+    (work.parent / f"train-{nodes}-node.log").write_text(run["log"])
+    return run
+
+
+def test_train_rule_on_two_nodes_equals_one_node(two_node_cluster: SlurmCluster, tmp_path: Path):
+    """Issue #15 item 4. rule train with `nodes: 2` through `--profile slurm` on a two-node cluster:
+    one sbatch job of 2 tasks on n1 and n2, whose `srun` starts rank 0 on n1 and rank 1 on n2
+    (DeepSpeed ZeRO-2 over gloo between the nodes' addresses); then the same run with `nodes: 1`
+    (both ranks on one node). Same world size, same data per rank: the same per-step loss curve
+    and the same final weights."""
+    from safetensors.torch import load_file
+
+    cluster = two_node_cluster
+    # the nodes are distinct hosts: srun from n1 (where a batch job runs) reaches both
+    probe = cluster.run_on("n1", "srun", "-N2", "-n2", "-l", "sh", "-c", 'echo "$(hostname) $(hostname -I)"',
+                           capture_output=True, text=True, timeout=120)
+    assert probe.returncode == 0, probe.stderr + cluster.log_tails()
+    seen = sorted(" ".join(line.split()) for line in probe.stdout.splitlines())
+    assert seen == [f"0: n1 {cluster.node_addrs['n1']}", f"1: n2 {cluster.node_addrs['n2']}"], probe.stdout
+
+    runs = {}
+    for nodes in (2, 1):  # and how many bytes n2 sent and received meanwhile (its veth's counters)
+        before = cluster.node_traffic("n2")
+        runs[nodes] = _train_through_profile(cluster, tmp_path / f"repo{nodes}", nodes)
+        after = cluster.node_traffic("n2")
+        runs[nodes]["n2_traffic"] = {k: after[k] - before[k] for k in after}
+    jobs = _squeue(cluster)
+    nodelists = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%k|%N|%D"], env=cluster.env(),
+                               capture_output=True, text=True, timeout=30).stdout.split()
+    cluster.stop()
+
+    def context(run: dict) -> str:
+        return (f"\n--- nodes={run['nodes']} (exit {run['rc']}):\n{run['stdout'][-3000:]}\n--- train log:\n"
+                f"{run['log'][-4000:]}\nsqueue: {jobs} {nodelists}{cluster.log_tails()}")
+
+    for nodes, run in runs.items():
+        print(f"\n[two-node test] nodes={nodes}: {run['seconds']:.1f}s, n2 sent/received bytes "
+              f"{run['n2_traffic']}, losses {run['result'] and run['result']['losses']}")
+        assert run["rc"] == 0 and run["result"], context(run)
+        assert run["result"]["world_size"] == 2 and run["result"]["step"] == TWO_NODE_STEPS, context(run)
+    print(f"[two-node test] jobs (comment|nodes|count): {nodelists}")
+
+    # where the ranks ran: rank 0 on n1 and rank 1 on n2 (each with local rank 0) vs both on one node
+    two, one = runs[2], runs[1]
+    assert "$ srun --ntasks=2 --nodes=2 " in two["log"], context(two)
+    assert "0: rank 0/2 local 0 on n1 " in two["log"] and "1: rank 1/2 local 0 on n2 " in two["log"], context(two)
+    assert "$ srun --ntasks=2 --nodes=1 " in one["log"], context(one)
+    hosts = {line.split(" on ")[1].split()[0] for line in one["log"].splitlines() if ": rank " in line and " on " in line}
+    assert "0: rank 0/2 local 0 " in one["log"] and "1: rank 1/2 local 1 " in one["log"] and len(hosts) == 1, context(one)
+    train_jobs = [line.split("|") for line in nodelists if line.startswith("rule_train")]
+    assert sorted(j[2] for j in train_jobs) == ["1", "2"] and all(j[1] for j in train_jobs), nodelists
+
+    # the same training: per-step losses and final weights
+    l2, l1 = two["result"]["losses"], one["result"]["losses"]
+    assert len(l2) == len(l1) == TWO_NODE_STEPS
+    diff = max(abs(a - b) for a, b in zip(l2, l1))
+    print(f"[two-node test] loss curve 2 nodes {l2}\n[two-node test] loss curve 1 node  {l1}\n"
+          f"[two-node test] max |loss difference| {diff:.3g}")
+    assert diff <= 1e-6, (l2, l1)
+    w2, w1 = load_file(two["weights"]), load_file(one["weights"])
+    assert w2.keys() == w1.keys()
+    wdiff = max(float((w2[k].float() - w1[k].float()).abs().max()) for k in w2)
+    print(f"[two-node test] max |weight difference| {wdiff:.3g} over {len(w2)} tensors")
+    assert wdiff <= 1e-6
+
+    # rank 1's gradients and parameters crossed the bridge: ZeRO-2's reduce-scatter and all-gather
+    # move at least a byte per parameter and step each way; the 1-node run left n2 nearly silent
+    n_params = sum(t.numel() for t in w2.values())
+    for way in ("sent", "received"):
+        assert two["n2_traffic"][way] > TWO_NODE_STEPS * n_params, (two["n2_traffic"], n_params)
+        assert one["n2_traffic"][way] < 1_000_000, one["n2_traffic"]
