@@ -14,7 +14,9 @@ Each size runs ``snakemake -n --cores 1`` in a copy of this checkout (so results
 there) twice, the second time with every shard manifest already written (a rerun's case), and
 times the steps of the Snakefile's discovery in this process: the discovery walk or list
 reading, sharding, writing the manifests. The fixed cost (imports, config, the rules' code
-inputs) is a dry run on a 10-article tree; the rest is Snakemake's DAG.
+inputs) is a dry run on a 10-article tree; the rest is Snakemake's DAG. Each is given in wall
+seconds, and in CPU seconds (the dry runs', and this process's for the steps), which a busy
+machine disturbs less.
 
 ``--groups N``: also counts the Slurm jobs of the same dry run under ``--executor slurm``, as is
 (one per rule job) and with the per-shard rules in one group per shard and N shards per Slurm
@@ -110,20 +112,19 @@ def steps(tree: Path, shard_size: int, hash_shards: int, scratch: Path) -> dict:
     from panel2patch.ingest import discover_units, make_shards
     from panel2patch.ingest.shards import write_manifests
 
-    t = {}
-    t0 = time.perf_counter()
-    units = discover_units([tree])
-    t["discover"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    shards = make_shards(units, shard_size, hash_shards)
-    t["shard"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    write_manifests(shards, scratch)
-    t["manifests_first"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    write_manifests(shards, scratch)
-    t["manifests_unchanged"] = time.perf_counter() - t0
-    t["units"], t["shards"] = len(units), len(shards)
+    t, cpu = {}, {}
+
+    def timed(name, fn, *args):
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = fn(*args)
+        t[name], cpu[name] = time.perf_counter() - t0, time.process_time() - c0
+        return out
+
+    units = timed("discover", discover_units, [tree])
+    shards = timed("shard", make_shards, units, shard_size, hash_shards)
+    timed("manifests_first", write_manifests, shards, scratch)
+    timed("manifests_unchanged", write_manifests, shards, scratch)
+    t["units"], t["shards"], t["cpu"] = len(units), len(shards), cpu
     return t
 
 
@@ -151,10 +152,14 @@ def main(argv: list[str] | None = None) -> None:
                 again, _ = dry_run(work, tree, args.shard_size)
                 t = steps(tree, args.shard_size, 16, Path(tmp) / "units")
                 dag = again - fixed - t["discover"] - t["shard"] - t["manifests_unchanged"]
+                c = t["cpu"]
+                dag_cpu = CPU[-1] - CPU[-3] - c["discover"] - c["shard"] - c["manifests_unchanged"]
                 print(f"{n:>9} articles {t['shards']:>5} shards {total_jobs(out):>6} jobs | snakemake -n: "
                       f"{first:6.1f} s first, {again:6.1f} s again (CPU {CPU[-2]:.1f} / {CPU[-1]:.1f} s) | fixed {fixed:.1f} s, discover {t['discover']:.1f} s, "
                       f"shard {t['shard']:.1f} s, manifests {t['manifests_first']:.1f} s first / "
                       f"{t['manifests_unchanged']:.1f} s unchanged, DAG+rest {dag:.1f} s", flush=True)
+                print(f"{'':>9} CPU s of the run again: fixed {CPU[-3]:.1f}, discover {c['discover']:.1f}, shard "
+                      f"{c['shard']:.1f}, manifests {c['manifests_unchanged']:.1f} unchanged, DAG+rest {dag_cpu:.1f}", flush=True)
             if args.groups:
                 slurm = ("--executor", "slurm", "--slurm-no-account", "--jobs", "100")
                 _, plain = dry_run(work, tree, args.shard_size, *slurm)

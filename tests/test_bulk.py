@@ -4,6 +4,7 @@ never moves another, so an incremental update reruns only the shards it touches 
 
 from __future__ import annotations
 
+import json
 import re
 
 import pandas as pd
@@ -13,7 +14,7 @@ from panel2patch.ingest import discover_units, make_shards
 from panel2patch.ingest.bulk import bulk_units, read_list
 from panel2patch.ingest.core import ingest_units
 from panel2patch.ingest.discover import Unit, article_key
-from panel2patch.ingest.shards import read_manifest, shard_of, write_manifests
+from panel2patch.ingest.shards import _stamp, manifest_text, read_manifest, shard_of, write_manifests
 
 from conftest import load_benchmark
 
@@ -90,6 +91,20 @@ def test_incremental_update_rewrites_only_the_touched_manifests(tmp_path):
     assert changed == expect and len(expect) <= 3
     for s in set(shards) - expect:  # every other shard keeps exactly its articles
         assert new_shards[s] == shards[s]
+
+
+def test_manifest_rows_are_the_json_of_each_unit(tmp_path):
+    """manifest_text writes its rows without json.dumps (speed): the same text, so a manifest
+    written before is not rewritten (and its shard not rerun)."""
+    (tmp_path / 'a "quoted"\\ é.nxml').write_text("x")
+    units = [Unit(str(tmp_path / 'a "quoted"\\ é.nxml'), "jats"), Unit(str(tmp_path / "missing.pdf"), "pdf"),
+             Unit("/b/oa.tar.gz", "bulk_xml", "PMC1.xml", "/b/p/PMC1.tar.gz", "PMC1", "CC BY", "2024-01-01 00:00:00"),
+             Unit("/b/p/PMC2.tar.gz", "package", pmcid="PMC2", licence="CC BY-NC \u2013 \U0001f600\t", updated="2024"),
+             Unit("/b/oa.tar.gz", "retracted", "PMC3.xml", pmcid="PMC3", updated="2024")]
+    stats = {"/b/oa.tar.gz": [12, 1700000000123456789]}
+    expected = ",\n".join(json.dumps({**u.as_dict(), "stamp": _stamp(u, dict(stats))}) for u in units)
+    assert manifest_text("shard-x", units, dict(stats)) == '{"shard": "shard-x", "units": [\n%s\n]}\n' % expected
+    assert '"stamp": [1, ' in manifest_text("s", units[:1]) and '"stamp": null' in manifest_text("s", units[1:2])
 
 
 def test_bulk_ingest_reads_versions_retractions_and_joins_images(tmp_path):

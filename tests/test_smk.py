@@ -1,5 +1,5 @@
-"""Helpers of the Snakemake workflow (panel2patch.smk): package sources as rule inputs, typed
---config overrides, and the conda environment's install step."""
+"""Helpers of the Snakemake workflow (panel2patch.smk): package sources as rule inputs (one
+code stamp per script), typed --config overrides, and the conda environment's install step."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from panel2patch.smk import coerce_overrides, package_sources
+from panel2patch.smk import code_stamp, coerce_overrides, package_sources
 
 from conftest import REPO
 
@@ -33,6 +33,41 @@ def test_package_sources_follow_imports_per_stage():
     train = _rel(package_sources(SCRIPTS / "train.py", "panel2patch.train.main"))
     assert {"train/launch.py", "train/main.py", "train/losses.py", "model/clip.py", "model/configs/tiny.json"} <= train
     assert not any(p.startswith(("layout/", "markers/")) for p in train)
+
+
+def test_code_stamp_moves_only_when_the_code_it_lists_changes(tmp_path, monkeypatch):
+    """One input per rule for its package files: the stamp is rewritten (mtime moves) when one of
+    them changes, and only for the scripts that run it; its content does not depend on the cwd."""
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "src" / "panel2patch", src / "panel2patch", ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.syspath_prepend(str(src))
+    import panel2patch.smk as smk
+    monkeypatch.setattr(smk, "_package_dir", lambda: (src / "panel2patch").resolve())
+    smk._source_files.cache_clear()
+    smk._imports.cache_clear()
+    try:
+        folder = tmp_path / "results" / "code"
+        stamps = {s: Path(code_stamp(SCRIPTS / f"{s}.py", folder)) for s in ("ingest", "text", "layout")}
+        assert stamps["layout"] == folder / "layout.sha256"
+        lines = stamps["layout"].read_text().splitlines()
+        assert len(lines) == len(package_sources(SCRIPTS / "layout.py"))
+        assert any(line.endswith("  panel2patch/layout/letters.py") for line in lines)
+        old = {s: (p.read_text(), p.stat().st_mtime_ns) for s, p in stamps.items()}
+        for s, p in stamps.items():
+            os.utime(p, ns=(1, 1))  # so a rewrite shows whatever the clock's resolution
+        monkeypatch.chdir(tmp_path)  # other paths, same stamps
+        assert {s: Path(code_stamp(SCRIPTS / f"{s}.py", folder)).stat().st_mtime_ns for s in stamps} == dict.fromkeys(stamps, 1)
+        letters = src / "panel2patch" / "layout" / "letters.py"
+        letters.write_text(letters.read_text() + "# an edit\n")
+        for s in stamps:
+            code_stamp(SCRIPTS / f"{s}.py", folder)
+        assert stamps["layout"].stat().st_mtime_ns > 1 and stamps["layout"].read_text() != old["layout"][0]
+        assert stamps["text"].stat().st_mtime_ns == stamps["ingest"].stat().st_mtime_ns == 1
+        train = Path(code_stamp(SCRIPTS / "train.py", folder, "panel2patch.train.main"))
+        assert train.name == "train+panel2patch.train.main.sha256" and "panel2patch/train/main.py" in train.read_text()
+    finally:
+        smk._source_files.cache_clear()
+        smk._imports.cache_clear()
 
 
 def test_nested_config_overrides_are_typed_by_the_schema():

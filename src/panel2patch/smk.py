@@ -9,6 +9,13 @@
     leaves the ingest and text rules alone. Found by reading the source (``ast``), nothing is
     imported.
 
+``code_stamp(script, folder)``
+    those files as ONE input: ``folder/<script>.sha256`` lists the sha256 of each of them, and is
+    rewritten only when that content changes, so its mtime moves exactly when the code does (the
+    pattern of the shard manifests, ``panel2patch.ingest.shards.write_manifests``). A rule job then
+    has one code input instead of tens (Snakemake stats and records each input of each job: most
+    of the DAG's time at 6000 jobs), with the same reruns.
+
 ``coerce_overrides(config, overrides, schema)``
     ``snakemake --config 'layout={max_side: 900}'`` parses nested values with YAML's
     BaseLoader, so every scalar below the top level is a string ("900"). Where the schema wants
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -89,11 +97,17 @@ def _parents(name: str) -> list[str]:
     return [".".join(parts[:i]) for i in range(1, len(parts))]
 
 
-@functools.lru_cache(maxsize=None)
 def package_sources(script: str | os.PathLike, *modules: str) -> list[str]:
     """Sorted paths (relative to the working directory when under it) of the package files that
     ``script`` runs, plus ``modules`` (dotted names of modules it starts in another process, e.g.
     ``panel2patch.train.main`` under torchrun) with theirs; see the module docstring."""
+    cwd = Path.cwd().resolve()
+    return sorted(str(f.relative_to(cwd)) if f.is_relative_to(cwd) else str(f) for f in _source_files(script, *modules))
+
+
+@functools.lru_cache(maxsize=None)
+def _source_files(script: str | os.PathLike, *modules: str) -> frozenset[Path]:
+    """The absolute paths of :func:`package_sources`."""
     seen: dict[str, Path] = {}
     todo = [(Path(script), None, False)]
     for mod in modules:
@@ -118,8 +132,27 @@ def package_sources(script: str | os.PathLike, *modules: str) -> list[str]:
         if f.name == "__init__.py":
             for d in DATA_DIRS:
                 files.update(p for p in (f.parent / d).glob("*") if p.suffix in DATA_SUFFIXES and p.is_file())
-    cwd = Path.cwd().resolve()
-    return sorted(str(f.relative_to(cwd)) if f.is_relative_to(cwd) else str(f) for f in files)
+    return frozenset(files)
+
+
+def code_stamp(script: str | os.PathLike, folder: str | os.PathLike, *modules: str) -> str:
+    """Write ``folder/<script stem>[+<module>...].sha256`` (see the module docstring) when its
+    content changed, atomically; return its path. Each line is ``<sha256>  <path under src/>``
+    of a file of :func:`package_sources`, so the stamp does not depend on where the checkout is."""
+    root = _package_dir().parent
+    files = sorted((f.relative_to(root).as_posix(), f) for f in _source_files(script, *modules))
+    text = "".join(f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {rel}\n" for rel, f in files)
+    path = Path(folder) / ("+".join([Path(script).stem, *modules]) + ".sha256")
+    try:
+        same = path.read_text() == text
+    except OSError:
+        same = False
+    if not same:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return str(path)
 
 
 # --------------------------------------------------------------------------------- --config

@@ -1,7 +1,7 @@
 # Input functions and values shared by the rule files, kept in a file of their own (snakemake --lint).
 import os
 
-from panel2patch.smk import package_sources
+from panel2patch.smk import code_stamp
 
 # The software of every job (with --software-deployment-method conda): Python, tesseract,
 # and this checkout of the package, installed editable by envs/panel2patch.post-deploy.sh.
@@ -16,8 +16,10 @@ TRACKING = {**JOB_TRACKING, "results": RESULTS}
 
 def code(script, *modules):
     """The package files ``workflow/scripts/<script>`` (and ``modules``, run in other processes)
-    runs, as inputs (panel2patch.smk): a library edit reruns exactly the rules whose code it changes."""
-    return package_sources(f"{workflow.basedir}/workflow/scripts/{script}", *modules)
+    runs, as one input: results/code/<script>.sha256, their sha256, rewritten only when one of them
+    changes (panel2patch.smk.code_stamp), so a library edit reruns exactly the rules whose code it
+    changes."""
+    return code_stamp(f"{workflow.basedir}/workflow/scripts/{script}", f"{RESULTS}/code", *modules)
 
 
 def layout_detector(wildcards):

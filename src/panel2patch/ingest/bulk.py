@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import operator
 import os
 import re
 from pathlib import Path
@@ -72,12 +73,14 @@ def iter_list(path: str | Path):
         if "file" not in cols or "pmcid" not in cols:
             raise ValueError(f"{path}: not a PMC OA file list (needs the columns File or Article File, "
                              f"and Accession ID or AccessionID; has {header})")
-        idx = [cols.index(f) if f in cols else None for f in _FIELDS]
         width, n_bad = len(header), 0
+        # a missing column reads the "" appended to each record (index ``width``)
+        pick = operator.itemgetter(*(cols.index(f) if f in cols else width for f in _FIELDS))
         for rec in reader:
-            if len(rec) < width:
-                rec = rec + [""] * (width - len(rec))
-            row = tuple(rec[i].strip() if i is not None else "" for i in idx)
+            if len(rec) != width:
+                rec = rec[:width] + [""] * (width - len(rec))
+            rec.append("")
+            row = tuple(map(str.strip, pick(rec)))
             if row[0] and row[1]:
                 yield row
             else:
@@ -109,31 +112,33 @@ def bulk_units(root: str | Path) -> list[Unit]:
     """One unit per PMCID of the bulk tree at ``root`` (see the module docstring)."""
     root = str(root).rstrip("/") or "/"
     package_lists, archive_lists = find_lists(root)
-    best: dict[str, tuple] = {}     # PMCID -> (rank, path, member, licence, retracted)
-    package: dict[str, tuple] = {}  # PMCID -> (rank, path) of its newest package
-    for lst in package_lists:  # rank: last-updated, then package 2 > archive 1, then incremental
+    # PMCID -> (rank, path, member, licence, retracted) of its newest row; rank: last-updated, then
+    # package 2 > archive 1, then incremental. Packages first: ``package`` keeps their newest.
+    package: dict[str, tuple] = {}
+    for lst in package_lists:
         for file, pmcid, updated, licence, retracted, _ in iter_list(lst):
             pmcid, path = pmcid.upper(), f"{root}/{file}"
             rank = (updated, 2, 0, path)
-            if pmcid not in best or rank > best[pmcid][0]:
-                best[pmcid] = (rank, path, "", licence, retracted)
-            if pmcid not in package or rank > package[pmcid][0]:
-                package[pmcid] = (rank, path)
+            old = package.get(pmcid)
+            if old is None or rank > old[0]:
+                package[pmcid] = (rank, path, "", licence, retracted)
+    best = dict(package)
     for lst in archive_lists:
         archive = lst[: -len(".filelist.csv")] + ".tar.gz"
         incr = int(".incr." in Path(archive).name)
         for member, pmcid, updated, licence, retracted, _ in iter_list(lst):
             pmcid = pmcid.upper()
             rank = (updated, 1, incr, archive)
-            if pmcid not in best or rank > best[pmcid][0]:
+            old = best.get(pmcid)
+            if old is None or rank > old[0]:
                 best[pmcid] = (rank, archive, member, licence, retracted)
     units = []
+    no_package = (None, "")
     for pmcid, (rank, path, member, licence, retracted) in best.items():
-        if retracted.lower() in _YES:
+        if retracted and retracted.lower() in _YES:
             units.append(Unit(path, "retracted", member, "", pmcid, licence, rank[0]))
         elif not member:
             units.append(Unit(path, "package", "", "", pmcid, licence, rank[0]))
         else:
-            images = package[pmcid][1] if pmcid in package else ""
-            units.append(Unit(path, "bulk_xml", member, images, pmcid, licence, rank[0]))
+            units.append(Unit(path, "bulk_xml", member, package.get(pmcid, no_package)[1], pmcid, licence, rank[0]))
     return units

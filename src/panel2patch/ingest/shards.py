@@ -28,7 +28,7 @@ import os
 import re
 from pathlib import Path
 
-from .discover import Unit, article_key
+from .discover import _EXTRA, Unit, article_key
 
 _PMC_KEY = re.compile(r"PMC(\d+)")
 
@@ -71,9 +71,23 @@ def _stamp(unit: Unit, stats: dict[str, list | None]) -> list | None:
     return stats[unit.path]
 
 
+_ENC = json.encoder.encode_basestring_ascii  # json.dumps's own string encoder (ensure_ascii)
+
+
+def _row(unit: Unit, stamp: list | None) -> str:
+    """``json.dumps({**unit.as_dict(), "stamp": stamp})``, the same text without the encoder's
+    per-call overhead (a million rows at 1M articles)."""
+    parts = [f'{{"path": {_ENC(unit.path)}, "kind": {_ENC(unit.kind)}']
+    for key in _EXTRA:
+        if value := getattr(unit, key):
+            parts.append(f', "{key}": {_ENC(value)}')
+    parts.append(', "stamp": null}' if stamp is None else f', "stamp": [{stamp[0]}, {stamp[1]}]}}')
+    return "".join(parts)
+
+
 def manifest_text(shard: str, units: list[Unit], stats: dict | None = None) -> str:
     stats = {} if stats is None else stats
-    rows = [json.dumps({**u.as_dict(), "stamp": _stamp(u, stats)}) for u in units]
+    rows = [_row(u, _stamp(u, stats)) for u in units]
     return '{"shard": "%s", "units": [\n%s\n]}\n' % (shard, ",\n".join(rows))
 
 
