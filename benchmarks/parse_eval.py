@@ -215,12 +215,15 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--markers-method", default=None, help="markers.detect.method (default: the CLI's)")
     ap.add_argument("--verifier", default=None, help="marker verifier weights (default: the shipped ones)")
+    ap.add_argument("--verify-score", type=float, default=None,
+                    help="markers.detect.verify_score (default: the CLI's); pick it on --split tune only")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     recs = [r for r in evalset.load() if args.split in ("all", r["split"])
             and (not args.source or r["source"] in args.source)]
     recs = [r for r in recs if r.get("checked")]
-    mp = {k: v for k, v in (("method", args.markers_method), ("verifier", args.verifier)) if v}
+    mp = {k: v for k, v in (("method", args.markers_method), ("verifier", args.verifier),
+                            ("verify_score", args.verify_score)) if v is not None}
     out = run(recs, args.verbose, mp or None)
     print(f"{'group':28s} {'figs':>4s} {'P':>6s} {'R':>6s} {'F1':>6s} {'letters':>8s} | {'mk figs':>7s} {'gold':>5s} "
           f"{'R':>6s} {'P':>6s} {'tip':>6s} {'patch':>6s} | {'e2e n':>5s} {'own':>6s} {'txt':>6s} {'lost b/l/t':>10s}")

@@ -265,15 +265,66 @@ def _drop_contained(markers: list, frac: float = 0.6) -> list:
 
 # --------------------------------------------------------------------------- training data
 
+_WORDS = ["Fluid", "Dilated bowel", "Stent", "L", "R", "T2", "bleed", "oedema", "Lumen", "x40", "IVC", "12",
+          "mass", "A", "b", "Valvulae", "gas", "Rim", "Fracture", "Free gas", "line", "Effusion", "Caecal pole",
+          "Normal", "Air", "Callus", "barely visible", "Apex", "Lesion", "Cyst", "Pneumothorax", "ET tube"]
+
+
+def _tail_label(img: np.ndarray, m: dict, rng) -> None:
+    """A bold text label (one or two lines, often with a dark drop shadow) at the tail of an arrow,
+    on its axis a few pixels beyond the glyph: the commonest teaching-image style ("Fracture" ->
+    the finding), drawn in place. Nothing is drawn where the label would leave the image."""
+    from PIL import Image, ImageDraw
+
+    from ..layout.glyphs import _fonts
+
+    b = m["bbox"]
+    cx, cy = (b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0
+    d = np.array([m["tip"][0] - cx, m["tip"][1] - cy])
+    n = float(np.hypot(*d))
+    if n < 1:
+        return
+    d /= n
+    length = max(b[2] - b[0], b[3] - b[1])
+    fonts = _fonts()
+    font = fonts[-1 if len(fonts) > 1 and rng.random() < 0.7 else int(rng.integers(len(fonts)))](
+        max(9, int(length * float(rng.uniform(0.16, 0.45)))))
+    words = str(rng.choice(_WORDS)).split(" ")
+    text = "\n".join(words) if len(words) > 1 and rng.random() < 0.5 else " ".join(words)
+    pil = Image.fromarray(img)
+    draw = ImageDraw.Draw(pil)
+    l, t, r, btm = draw.multiline_textbbox((0, 0), text, font=font, align="center")
+    tw, th = r - l, btm - t
+    # the tail: the glyph's far end from the tip along the axis (its box's extent there)
+    half = abs(d[0]) * (b[2] - b[0]) / 2 + abs(d[1]) * (b[3] - b[1]) / 2
+    gap = float(rng.uniform(1, 7))
+    reach = half + gap + abs(d[0]) * tw / 2 + abs(d[1]) * th / 2
+    tx, ty = cx - d[0] * reach - tw / 2 - l, cy - d[1] * reach - th / 2 - t
+    H, W = img.shape[:2]
+    if tx + l < 2 or ty + t < 2 or tx + r > W - 2 or ty + btm > H - 2:
+        return
+    from .synthetic import COLOURS
+
+    colour = COLOURS[str(rng.choice(["white", "white", "white", "yellow", "black"]))]
+    if colour != COLOURS["black"] and rng.random() < 0.5:
+        off = int(rng.integers(1, 3))
+        draw.multiline_text((tx + off, ty + off), text, font=font, fill=(20, 20, 20), align="center")
+    draw.multiline_text((tx, ty), text, font=font, fill=colour, align="center")
+    img[:] = np.asarray(pil)
+
+
 def _add_real_styles(img: np.ndarray, markers: list, rng) -> np.ndarray:
-    """Real teaching / figure styles the drawing code lacks: a text label right beside some
-    markers (in the marker's colour or another), drawn after them."""
+    """Real teaching / figure styles the drawing code lacks: a text label at the tail of some
+    arrows (:func:`_tail_label`) or right beside some markers (in the marker's colour or
+    another), drawn after them."""
     from .synthetic import COLOURS, draw_text
 
     H, W = img.shape[:2]
-    words = ["Fluid", "Dilated bowel", "Stent", "L", "R", "T2", "bleed", "oedema", "Lumen", "x40", "IVC", "12",
-             "mass", "A", "b", "Valvulae", "gas", "Rim"]
+    words = _WORDS
     for m in markers:
+        if m["type"] in ("arrow", "other") and m.get("tip") and rng.random() < 0.45:
+            _tail_label(img, m, rng)
+            continue
         if rng.random() > 0.45:
             continue
         b = m["bbox"]
