@@ -1,6 +1,7 @@
 """``panel2patch audit`` on a real workflow run (conftest's ``demo``): its lineage passes,
-a tampered corpus shard, config value or input article fails naming the file or key, ingest
-reproduces bit for bit, and the papers' claims are "not comparable" on the tiny demo run."""
+a tampered corpus shard, config value or input article fails naming the file or key, every data
+stage reproduces bit for bit (rerun with the workflow in a scratch folder), and the papers' claims
+are "not comparable" on the tiny demo run."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import sys
 import mlflow
 import pytest
 
-from panel2patch.audit import audit
+from panel2patch.audit import AuditError, audit
 from panel2patch.audit.claims import compare_direction, compare_value, load_claims
+from panel2patch.audit.records import open_record
+from panel2patch.audit.reproduce import reproduce
 
 from conftest import REPO
 
@@ -109,6 +112,48 @@ def test_ingest_reproduces_bit_for_bit_and_a_changed_input_does_not(demo, tmp_pa
     assert ("input articles", "resources/sample/elife-01222/elife-01222.xml") in failed
     [shard0] = [r for r in result["rows"] if r["section"] == "reproduction" and r["subject"] == "shard-00000"]
     assert shard0["status"] == "fail" and "figures.parquet" in shard0["detail"]
+
+
+@pytest.mark.slow
+def test_every_data_stage_reproduces_bit_for_bit_and_a_changed_recorded_config_fails_layout(demo, tmp_path):
+    mlflow.set_tracking_uri(f"sqlite:///{demo}/results/mlflow/mlflow.db")
+    before = len(mlflow.search_runs(experiment_names=["panel2patch"], output_format="list"))
+    proc = cli("results", "--reproduce", "data", "--claims", "none", "--no-mlflow", "--out", str(tmp_path / "report"),
+               "--scratch", str(tmp_path / "scratch"), cwd=demo)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rep = [r for r in json.loads((tmp_path / "report/audit.json").read_text())["rows"] if r["section"] == "reproduction"]
+    shards = ["shard-00000", "shard-00001"]
+    assert [(r["check"], r["subject"]) for r in rep] == [
+        *[("ingest", s) for s in shards], ("ingest_summary", "all"), *[("text", s) for s in shards],
+        *[("layout", s) for s in shards], *[("markers", s) for s in shards], *[("align", s) for s in shards],
+        *[("corpus_pairs", s) for s in shards], ("corpus", "all")]
+    assert all(r["status"] == "pass" and "bit-identical on rerun (" in r["detail"] for r in rep), rep
+    assert "commit" not in " ".join(r["detail"] for r in rep)  # the demo's checkout is at the recorded commit
+    # the rerun tracked into the scratch folder's own store, never the audited one
+    assert (tmp_path / "scratch/results/mlflow/mlflow.db").is_file()
+    assert len(mlflow.search_runs(experiment_names=["panel2patch"], output_format="list")) == before
+    with pytest.raises(AuditError, match="not empty"):  # its outputs would pass for a rerun
+        reproduce(open_record(demo / "results"), ["ingest"], tmp_path / "scratch")
+
+    # the recorded config no longer produces the recorded outputs: layout (png crops recorded, jpeg
+    # in the config) fails naming its files, ingest (upstream) still passes
+    work = tmp_path / "copy"
+    shutil.copytree(demo, work, ignore=shutil.ignore_patterns(".snakemake", ".git", "checkpoints", "audit-cli"))
+    parent = json.loads((work / "results/mlflow/parent_run.json").read_text())["run_id"]
+    [recorded] = (work / "results/mlflow/artifacts").rglob(f"{parent}/artifacts/config.json")
+    config = json.loads(recorded.read_text())
+    assert config["layout"]["crop_format"] == "png"
+    recorded.write_text(json.dumps({**config, "layout": {**config["layout"], "crop_format": "jpeg"}}))
+    result = audit(work / "results", reproduce_stages=["ingest", "layout"])
+    rep = {(r["check"], r["subject"]): r for r in result["rows"] if r["section"] == "reproduction"}
+    assert sorted(rep) == [("ingest", s) for s in shards] + [("layout", s) for s in shards]
+    assert all(rep["ingest", s]["status"] == "pass" for s in shards), rep
+    for s in shards:
+        assert rep["layout", s]["status"] == "fail" and rep["layout", s] in result["failed"]
+        assert f"results/{s}/layout/crops: sha256 recorded" in rep["layout", s]["detail"]
+        assert "not a git checkout; the run recorded commit" in rep["layout", s]["detail"]  # the copy has no .git
+    with pytest.raises(ValueError, match="reproducible stages are ingest, ingest_summary"):
+        audit(work / "results", reproduce_stages=["train"])
 
 
 def test_not_a_results_folder_or_no_mlflow_record_is_a_usage_error(tmp_path):

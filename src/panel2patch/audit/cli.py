@@ -2,6 +2,7 @@
 
     panel2patch audit results                       # lineage + claims, reports in results/audit/
     panel2patch audit results --reproduce ingest    # also rerun ingest in a scratch folder
+    panel2patch audit results --reproduce data      # rerun every data stage (ingest .. corpus)
     panel2patch audit results/train/tiny --out /tmp/audit --no-mlflow
 
 RUN_OR_RESULTS_DIR: a results folder (with mlflow/parent_run.json) or a folder inside it. The
@@ -30,8 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                     "in the folder holding the results folder)")
     p.add_argument("--claims", help="folder of claims files (default: config/claims beside --config; 'none' to skip)")
     p.add_argument("--reproduce", type=_csv, default=[], metavar="STAGES",
-                   help="comma-separated data stages to rerun in a scratch folder and compare bit for bit (e.g. ingest)")
-    p.add_argument("--scratch", help="scratch folder for --reproduce (default: a temporary folder, removed after)")
+                   help="comma-separated data stages to rerun with the workflow in a scratch folder and compare bit for "
+                        "bit: ingest, ingest_summary, text, layout, markers, align, corpus_pairs, corpus, or data (all)")
+    p.add_argument("--scratch", help="empty or new scratch folder for --reproduce, kept after (default: a temporary "
+                                     "folder, removed after)")
     p.add_argument("--out", help="folder for audit.json, audit.md, audit.html (default: <results>/audit)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the reports to MLflow")
 
@@ -39,12 +42,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from panel2patch.audit import AuditError, audit, load_config, log_to_mlflow, terminal, write
     from panel2patch.audit.records import find_results
-    from panel2patch.audit.reproduce import STAGES
+    from panel2patch.audit.reproduce import CHOICES
     from panel2patch.cli import EXIT_FAILED, EXIT_OK, UsageError, summary
 
-    bad = [s for s in args.reproduce if s not in STAGES]
+    bad = [s for s in args.reproduce if s not in CHOICES]
     if bad:
-        raise UsageError(f"--reproduce {','.join(bad)}: reproducible stages are {', '.join(STAGES)}")
+        raise UsageError(f"--reproduce {','.join(bad)}: reproducible stages are {', '.join(CHOICES)}")
     try:
         results = find_results(args.path)
         root = results.parent
