@@ -1,7 +1,7 @@
 # Audit, last in the DAG: the run's lineage through MLflow (input articles, stage outputs, corpus
 # shards and models re-hashed against their records; the config and git commit), the data stages
 # of audit.reproduce rerun in a scratch folder, and config/claims/*.yaml next to the metrics.
-# By hand, on any results folder: panel2patch audit results [--reproduce ingest]
+# By hand, on any results folder: panel2patch audit results [--reproduce data]
 
 AUDIT = config["audit"]
 
