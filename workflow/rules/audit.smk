@@ -21,6 +21,7 @@ rule audit:
         f"{RESULTS}/benchmarks/audit/audit.tsv"
     params:
         reproduce=AUDIT["reproduce"],
+        tolerance=AUDIT["tolerance"],
         claims=AUDIT["claims"],
         fail=AUDIT["fail"],
         config=config,  # compared key by key with the parent run's recorded config

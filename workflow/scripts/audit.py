@@ -8,7 +8,7 @@ from pathlib import Path
 from panel2patch.audit import audit, log_to_mlflow, terminal, write
 
 p = snakemake.params
-result = audit(p.tracking["results"], dict(p.config), "the workflow's config", p.claims, p.reproduce)
+result = audit(p.tracking["results"], dict(p.config), "the workflow's config", p.claims, p.reproduce, tolerance=p.tolerance)
 paths = write(result, Path(snakemake.output.json).parent)
 log_to_mlflow(result, paths, params={"reproduce": p.reproduce, "claims": p.claims}, tracking_cfg=p.tracking)
 print(terminal(result, width=120), file=sys.stderr)

@@ -44,14 +44,15 @@ def load_config(path: str | Path, schema: str | Path | None = None) -> dict:
 
 
 def audit(path: str | Path, config: dict | None = None, config_name: str = "config", claims_dir: str | Path | None = None,
-          reproduce_stages: list[str] | None = None, scratch: str | Path | None = None) -> dict:
+          reproduce_stages: list[str] | None = None, scratch: str | Path | None = None,
+          tolerance: float | None = None) -> dict:
     from .claims import check_claims, load_claims
     from .lineage import check_lineage
-    from .reproduce import reproduce
+    from .reproduce import TOLERANCE, reproduce
 
     rec = open_record(path)
     rows = check_lineage(rec, config, config_name)
-    rows += reproduce(rec, list(reproduce_stages or []), scratch)
+    rows += reproduce(rec, list(reproduce_stages or []), scratch, tolerance=TOLERANCE if tolerance is None else tolerance)
     if claims_dir:
         runs = sorted(rec.stage("train"))
         rows += check_claims(load_claims(claims_dir), rec.results, runs)

@@ -32,7 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--claims", help="folder of claims files (default: config/claims beside --config; 'none' to skip)")
     p.add_argument("--reproduce", type=_csv, default=[], metavar="STAGES",
                    help="comma-separated data stages to rerun with the workflow in a scratch folder and compare bit for "
-                        "bit: ingest, ingest_summary, text, layout, markers, align, corpus_pairs, corpus, or data (all)")
+                        "bit: ingest, ingest_summary, text, layout, markers, align, corpus_pairs, corpus, or data (all); "
+                        "train: its final metrics within --tolerance")
+    p.add_argument("--tolerance", type=float, default=0.05,
+                   help="--reproduce train: largest absolute difference per final val/ and test/ metric (default 0.05)")
     p.add_argument("--scratch", help="empty or new scratch folder for --reproduce, kept after (default: a temporary "
                                      "folder, removed after)")
     p.add_argument("--out", help="folder for audit.json, audit.md, audit.html (default: <results>/audit)")
@@ -56,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
         claims = None if args.claims == "none" else Path(args.claims) if args.claims else config_path.parent / "claims"
         if claims is not None and not claims.is_dir():
             raise AuditError(f"--claims {claims}: no such folder")
-        result = audit(results, config, str(config_path), claims, args.reproduce, args.scratch)
+        result = audit(results, config, str(config_path), claims, args.reproduce, args.scratch, args.tolerance)
     except AuditError as exc:
         raise UsageError(str(exc)) from None
     paths = write(result, args.out or results / "audit")

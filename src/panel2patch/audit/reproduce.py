@@ -29,7 +29,11 @@ per stage run (``layout:shard-00000``), pass when all are bit-identical (with th
 from its run in the scratch store), else fail naming each file with both hashes. The rerun uses
 the checkout's code: when its git commit differs from the one a stage run recorded, the row says
 so and keeps its status (a failure may then be a code change, not a broken record). Inputs given
-as ``../`` paths are not linked. Training is not rerun.
+as ``../`` paths are not linked.
+
+``train`` (not in ``data``): each recorded train run rerun the same way (its
+``results/train/<run>/result.json`` built); its final ``val/`` and ``test/`` metrics must be within
+``tolerance`` (absolute, config ``audit.tolerance``) of the ones its MLflow run recorded.
 """
 
 from __future__ import annotations
@@ -49,7 +53,8 @@ from .records import AuditError, Record, open_record
 
 STAGES = ("ingest", "ingest_summary", "text", "layout", "markers", "align", "corpus_pairs", "corpus")
 ALIASES = {"align_panels": ["align"], "data": list(STAGES)}
-CHOICES = (*STAGES, *ALIASES)
+CHOICES = (*STAGES, "train", *ALIASES)
+TOLERANCE = 0.05  # train: |rerun - recorded| allowed per final val/ and test/ metric (config audit.tolerance)
 TIMEOUT_S = 3 * 3600
 
 
@@ -60,7 +65,7 @@ def stage_names(chosen: list[str]) -> list[str]:
         raise ValueError(f"cannot reproduce stage(s) {', '.join(unknown)}: reproducible stages are "
                          f"{', '.join(CHOICES)} (data = all data stages)")
     names = {n for s in chosen for n in ALIASES.get(s, [s])}
-    return [s for s in STAGES if s in names]
+    return [s for s in (*STAGES, "train") if s in names]
 
 
 def _git_head(folder: Path) -> str | None:
@@ -134,7 +139,29 @@ def _seconds(run) -> float | None:
     return (run.info.end_time - run.info.start_time) / 1000 if run and run.info.end_time else None
 
 
-def compare(rec: Record, scratch: Path, stages: list[str], head: str | None) -> list[dict]:
+def compare_train(rec: Record, again: Record | None, tolerance: float) -> list[dict]:
+    """One row per recorded train run: its final val/ and test/ metrics against the rerun's."""
+    rows = []
+    for name, run in sorted(rec.stage("train").items()):
+        rerun = again and again.latest(f"train:{name}")
+        if rerun is None:
+            rows.append(row("train", name, FAIL, "no finished rerun of train:" + name, "reproduction"))
+            continue
+        keys = sorted(k for k in run.data.metrics if k.startswith(("val/", "test/")))
+        new = rerun.data.metrics
+        bad = [f"{k} recorded {run.data.metrics[k]:.4f}, rerun {new[k]:.4f}" if k in new else f"{k} missing in the rerun"
+               for k in keys if k not in new or abs(new[k] - run.data.metrics[k]) > tolerance]
+        if bad or not keys:
+            rows.append(row("train", name, FAIL, "; ".join(bad) or "the run recorded no val/ or test/ metrics",
+                            "reproduction"))
+        else:
+            worst = max(abs(new[k] - run.data.metrics[k]) for k in keys)
+            rows.append(row("train", name, PASS, f"{len(keys)} final metrics within {tolerance} on rerun (largest "
+                            f"difference {worst:.4f})", "reproduction"))
+    return rows
+
+
+def compare(rec: Record, scratch: Path, stages: list[str], head: str | None, tolerance: float = TOLERANCE) -> list[dict]:
     """One row per recorded run of ``stages``: its outputs re-hashed in ``scratch``."""
     try:
         again = open_record(scratch / "results")
@@ -142,6 +169,9 @@ def compare(rec: Record, scratch: Path, stages: list[str], head: str | None) -> 
         again = None
     rows = []
     for stage in stages:
+        if stage == "train":
+            rows += compare_train(rec, again, tolerance)
+            continue
         runs = rec.stage(stage)
         if not runs:
             rows.append(row(stage, "runs", FAIL, f"no finished {stage} run recorded", "reproduction"))
@@ -172,7 +202,8 @@ def compare(rec: Record, scratch: Path, stages: list[str], head: str | None) -> 
     return rows
 
 
-def reproduce(rec: Record, stages: list[str], scratch: str | Path | None = None, keep: bool = False) -> list[dict]:
+def reproduce(rec: Record, stages: list[str], scratch: str | Path | None = None, keep: bool = False,
+              tolerance: float = TOLERANCE) -> list[dict]:
     """Rerun ``stages`` (of :data:`CHOICES`) with the workflow in ``scratch`` (default a temporary
     folder, removed after unless ``keep``; a folder given must be empty or new, and is left as it
     is after) and compare."""
@@ -191,8 +222,10 @@ def reproduce(rec: Record, stages: list[str], scratch: str | Path | None = None,
         targets = sorted({o["path"] for s in stages for run in rec.stage(s).values()
                           for o in (rec.artifact_json(run.info.run_id, "outputs.json") or {}).values()
                           if not Path(o["path"]).is_absolute()})
+        if "train" in stages:
+            targets += [f"results/train/{name}/result.json" for name in sorted(rec.stage("train"))]
         proc = run_workflow(folder, targets)
-        rows = compare(rec, folder, stages, _git_head(rec.root))
+        rows = compare(rec, folder, stages, _git_head(rec.root), tolerance)
         if proc.returncode != 0:
             tail = " ".join(proc.stderr.strip().splitlines()[-6:])[-800:]
             rows.insert(0, row("workflow", "snakemake", FAIL, f"the rerun in {folder} failed (exit {proc.returncode}): "
