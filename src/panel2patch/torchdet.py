@@ -36,6 +36,7 @@ import torchvision
 from PIL import Image
 
 from . import __version__
+from .digest import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -151,14 +152,6 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 def sidecar_path(weights: str | Path) -> Path:
     weights = Path(weights)
     return weights.with_suffix(".json") if weights.suffix == ".pt" else weights.with_name(weights.name + ".json")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def config_hash(cfg: dict) -> str:

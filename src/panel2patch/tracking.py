@@ -78,6 +78,8 @@ from mlflow.data.digest_utils import compute_pandas_digest
 from mlflow.entities import DatasetInput, InputTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+from panel2patch.digest import sha256_path  # noqa: F401  (re-exported: the name users and the audit know)
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 import panel2patch
@@ -332,26 +334,6 @@ def flatten(d: dict, prefix: str = "") -> dict[str, str]:
             text = v if isinstance(v, str) else json.dumps(v, default=str)
             out[key] = text[:6000]
     return out
-
-
-# files that tools drop into output folders after the fact: not part of the content
-_NOT_CONTENT = {".snakemake_timestamp"}
-
-
-def sha256_path(path: Path) -> str:
-    """sha256 of a file; for a folder, of its sorted ``relative-path sha256`` lines (Snakemake's
-    ``.snakemake_timestamp``, written into output folders after the job, is left out so the hash
-    logged by the job reproduces)."""
-    path = Path(path)
-    if path.is_dir():
-        lines = [f"{p.relative_to(path).as_posix()} {sha256_path(p)}" for p in sorted(path.rglob("*"))
-                 if p.is_file() and p.name not in _NOT_CONTENT]
-        return hashlib.sha256("\n".join(lines).encode()).hexdigest()
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class RunArtifactDatasetSource(DatasetSource):

@@ -46,7 +46,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from panel2patch.tracking import sha256_path
+from panel2patch.digest import sha256_path
 
 from .lineage import FAIL, PASS, row
 from .records import AuditError, Record, open_record

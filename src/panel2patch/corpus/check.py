@@ -20,7 +20,7 @@ import pandas as pd
 import webdataset as wds
 from PIL import Image
 
-from ..tracking import sha256_path
+from ..digest import sha256_path
 
 PARENT_LEVEL = {"panel": "figure", "patch": "panel"}
 

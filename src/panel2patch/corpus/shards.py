@@ -23,7 +23,7 @@ import webdataset as wds
 from PIL import Image
 
 from ..ingest.images import to_rgb
-from ..tracking import sha256_path
+from ..digest import sha256_path
 from .select import SPLITS
 
 # JSON fields of every sample (the ids the trainer uses, then provenance)

@@ -43,7 +43,7 @@ IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 # ------------------------------------------------------------------------------------ digests
 def digest_files(paths: Sequence[str | Path], root: str | Path | None = None) -> str:
     """One sha256 over files: sorted ``<name> <sha256>`` lines (name relative to ``root``)."""
-    from panel2patch.tracking import sha256_path
+    from panel2patch.digest import sha256_path
 
     lines = []
     for p in sorted({Path(p) for p in paths}):

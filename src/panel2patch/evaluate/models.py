@@ -31,6 +31,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from panel2patch.digest import sha256_file
+
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "open_clip_config.json"
@@ -68,14 +70,6 @@ class EvalModel:
         for i in range(0, len(texts), batch_size):
             out.append(F.normalize(self.model.encode_text(self.tokenizer(list(texts[i : i + batch_size]))).float(), dim=-1))
         return torch.cat(out) if out else torch.zeros(0, 1)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def state_digest(model: torch.nn.Module) -> str:

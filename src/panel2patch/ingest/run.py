@@ -12,7 +12,7 @@ import pandas as pd
 from .. import tracking
 from .core import DEFAULTS, ingest_units
 from .discover import Unit
-from .images import sha256_file
+from ..digest import sha256_file
 
 log = logging.getLogger(__name__)
 

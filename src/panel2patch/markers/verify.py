@@ -43,7 +43,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..ingest.images import sha256_file
+from ..digest import sha256_file
 
 log = logging.getLogger(__name__)
 

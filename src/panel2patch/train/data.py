@@ -88,7 +88,7 @@ def count_pairs(data_dir: str | Path, split: str) -> int:
 def manifest(data_dir: str | Path) -> dict:
     """sha256 of ``sizes.json`` and of every shard, and one digest over them all (the model card
     names it): ``{"digest": ..., "sizes_sha256": ..., "shards": {name: {"sha256", "pairs"}}}``."""
-    from panel2patch.tracking import sha256_path
+    from panel2patch.digest import sha256_path
 
     data_dir = Path(data_dir)
     sizes = read_sizes(data_dir)

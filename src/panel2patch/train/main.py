@@ -686,11 +686,13 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             step += 1
             dt = time.perf_counter() - t0
-            n = torch.tensor([pairs], dtype=torch.float64)
-            if world > 1 and device.type == "cpu":
+            n = torch.tensor([pairs], dtype=torch.float64, device=device)
+            if world > 1:  # pairs of all ranks (gloo on CPU, NCCL on GPU)
                 torch.distributed.all_reduce(n)
             metrics = {f"train/{k}": v for k, v in acc.items()}
             metrics["train/samples_per_second"] = float(n.item()) / max(dt, 1e-9)
+            if device.type == "cuda":
+                metrics["train/gpu_peak_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
             metrics["train/lr"] = float(scheduler.get_last_lr()[0])
             metrics["train/epoch"] = float(epoch)
             log_metrics(metrics, step)
@@ -736,7 +738,7 @@ def main(argv: list[str] | None = None) -> dict:
         man = D.manifest(cfg["data"])
         (final / "data_manifest.json").write_text(json.dumps(man, indent=1))
         from panel2patch.model.clip import WEIGHTS_FILE
-        from panel2patch.tracking import sha256_path
+        from panel2patch.digest import sha256_path
 
         weights_sha = sha256_path(final / WEIGHTS_FILE)
         (final / "README.md").write_text(model_card(
