@@ -106,8 +106,9 @@ def submitted_jobs(out: str) -> int:
     return groups + alone
 
 
-def steps(tree: Path, shard_size: int, hash_shards: int, scratch: Path) -> dict:
-    """Seconds of the Snakefile's own steps (common.smk), measured here."""
+def steps(tree: Path, shard_size: int, hash_shards: int, scratch: Path, cache: Path | None = None) -> dict:
+    """Seconds of the Snakefile's own steps (common.smk), measured here; ``cache``: the bulk-unit
+    cache the dry runs wrote (a rerun's discovery loads it), else the lists are read."""
     sys.path.insert(0, str(REPO / "src"))
     from panel2patch.ingest import discover_units, make_shards
     from panel2patch.ingest.shards import write_manifests
@@ -120,7 +121,7 @@ def steps(tree: Path, shard_size: int, hash_shards: int, scratch: Path) -> dict:
         t[name], cpu[name] = time.perf_counter() - t0, time.process_time() - c0
         return out
 
-    units = timed("discover", discover_units, [tree])
+    units = timed("discover", discover_units, [tree], cache)
     shards = timed("shard", make_shards, units, shard_size, hash_shards)
     timed("manifests_first", write_manifests, shards, scratch)
     timed("manifests_unchanged", write_manifests, shards, scratch)
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
                 shutil.rmtree(work / "results", ignore_errors=True)
                 first, out = dry_run(work, tree, args.shard_size)
                 again, _ = dry_run(work, tree, args.shard_size)
-                t = steps(tree, args.shard_size, 16, Path(tmp) / "units")
+                t = steps(tree, args.shard_size, 16, Path(tmp) / "units", work / "results" / "cache")
                 dag = again - fixed - t["discover"] - t["shard"] - t["manifests_unchanged"]
                 c = t["cpu"]
                 dag_cpu = CPU[-1] - CPU[-3] - c["discover"] - c["shard"] - c["manifests_unchanged"]

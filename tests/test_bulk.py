@@ -93,6 +93,33 @@ def test_incremental_update_rewrites_only_the_touched_manifests(tmp_path):
         assert new_shards[s] == shards[s]
 
 
+def test_bulk_units_are_cached_per_state_of_the_lists(tmp_path, monkeypatch, caplog):
+    from panel2patch.ingest import bulk
+
+    root, cache = tmp_path / "bulk", tmp_path / "cache"
+    tree.make_tree(root, 200, light=True)
+    fresh = discover_units([root])
+    assert discover_units([root], cache_dir=cache) == fresh
+    (first,) = cache.glob("bulk-units-*.pickle")
+
+    def no_reading(*a):
+        raise AssertionError("the lists were read again")
+
+    with monkeypatch.context() as m:  # same lists: loaded from the cache, the lists are not read
+        m.setattr(bulk, "_read_units", no_reading)
+        assert discover_units([root], cache_dir=cache) == fresh
+    touched = tree.add_incremental(root, "2024-02-01", 2, [fresh[0].pmcid], light=True)
+    updated = discover_units([root], cache_dir=cache)  # a new update archive: read again, re-cached
+    assert updated == discover_units([root]) and updated != fresh
+    assert set(touched["new"]) <= {u.pmcid for u in updated}
+    (second,) = cache.glob("bulk-units-*.pickle")  # the earlier state's cache is gone
+    assert second != first
+    second.write_bytes(b"not a pickle")
+    with caplog.at_level("WARNING"):
+        assert discover_units([root], cache_dir=cache) == updated
+    assert "unreadable bulk-unit cache" in caplog.text
+
+
 def test_manifest_rows_are_the_json_of_each_unit(tmp_path):
     """manifest_text writes its rows without json.dumps (speed): the same text, so a manifest
     written before is not rewritten (and its shard not rerun)."""

@@ -15,7 +15,9 @@ coerce_overrides(config, workflow.config_settings.overwrite_config, workflow.sou
 validate(config, schema="../schemas/config.schema.yaml")
 
 RESULTS = "results"
-UNITS = discover_units(config["inputs"])
+# A PMC OA bulk tree's file lists are read once per state of the lists and the units cached under
+# results/cache/ (panel2patch.ingest.bulk): each Slurm job parses this file again and loads them.
+UNITS = discover_units(config["inputs"], cache_dir=f"{RESULTS}/cache")
 # Stable shards (panel2patch.ingest.shards): a PMCID range or a hash bucket per article, so added
 # articles never move others; each shard's unit list is written to results/units/<shard>.json only
 # when it changed, and is the ingest job's one input (not one input per article).

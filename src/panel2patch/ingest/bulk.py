@@ -26,20 +26,30 @@ Licence and PMCID come from the lists (the JATS licence is used when it states o
 
 Files are never listed or opened here, only the lists (and ``stat`` of the few archives, for
 their version stamp): a file a list names but that is missing is a skip at ingest.
+
+Reading the lists of all PMC OA (about 6 million rows) takes tens of CPU seconds, and every
+Snakemake process does it again: the workflow run and, under Slurm, every job. With ``cache_dir``
+the units are kept in one pickle per state of the lists (their paths, sizes and modification
+times; any change to a list, or to this module's format, makes a new one), so a job loads them
+instead of reading the lists again.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 import logging
 import operator
 import os
+import pickle
 import re
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from .discover import Unit
+from .discover import _SORT_KEY, Unit
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +118,52 @@ def find_lists(root: str) -> tuple[list[str], list[str]]:
     return packages, archives
 
 
-def bulk_units(root: str | Path) -> list[Unit]:
-    """One unit per PMCID of the bulk tree at ``root`` (see the module docstring)."""
+_CACHE_FORMAT = 1  # bump when the units read from the lists change for the same lists
+
+
+def _cache_file(cache_dir: str | Path, root: str, lists: list[str]) -> Path:
+    """The cache file for this state of the lists: keyed by their paths, sizes and mtimes."""
+    state = [_CACHE_FORMAT, root]
+    for p in lists:
+        st = os.stat(p)
+        state.append([p, st.st_size, st.st_mtime_ns])
+    key = hashlib.sha256(json.dumps(state).encode()).hexdigest()[:16]
+    return Path(cache_dir) / f"bulk-units-{_root_key(root)}-{key}.pickle"
+
+
+def _root_key(root: str) -> str:
+    return hashlib.sha256(root.encode()).hexdigest()[:8]
+
+
+def bulk_units(root: str | Path, cache_dir: str | Path | None = None) -> list[Unit]:
+    """One unit per PMCID of the bulk tree at ``root`` (see the module docstring); with
+    ``cache_dir``, loaded from (or saved to) the cache of this state of the lists."""
     root = str(root).rstrip("/") or "/"
     package_lists, archive_lists = find_lists(root)
+    if cache_dir is None:
+        return _read_units(root, package_lists, archive_lists)
+    cache = _cache_file(cache_dir, root, package_lists + archive_lists)
+    try:
+        with open(cache, "rb") as fh:
+            return list(map(Unit._make, pickle.load(fh)))
+    except FileNotFoundError:
+        pass
+    except (OSError, pickle.UnpicklingError, EOFError, TypeError, ValueError) as exc:
+        log.warning("%s: unreadable bulk-unit cache (%s); reading the lists again", cache, exc)
+    units = _read_units(root, package_lists, archive_lists)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    for old in cache.parent.glob(f"bulk-units-{_root_key(root)}-*.pickle"):  # this root's earlier lists
+        if old != cache:
+            old.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=".bulk-units-")
+    with os.fdopen(fd, "wb") as fh:  # written whole, then renamed: concurrent jobs see all or nothing
+        pickle.dump([tuple(u) for u in units], fh, protocol=pickle.HIGHEST_PROTOCOL)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, cache)
+    return units
+
+
+def _read_units(root: str, package_lists: list[str], archive_lists: list[str]) -> list[Unit]:
     # PMCID -> (rank, path, member, licence, retracted) of its newest row; rank: last-updated, then
     # package 2 > archive 1, then incremental. Packages first: ``package`` keeps their newest.
     package: dict[str, tuple] = {}
@@ -132,7 +184,7 @@ def bulk_units(root: str | Path) -> list[Unit]:
             old = best.get(pmcid)
             if old is None or rank > old[0]:
                 best[pmcid] = (rank, archive, member, licence, retracted)
-    units = []
+    units: list[Unit] = []
     no_package = (None, "")
     for pmcid, (rank, path, member, licence, retracted) in best.items():
         if retracted and retracted.lower() in _YES:
@@ -141,4 +193,5 @@ def bulk_units(root: str | Path) -> list[Unit]:
             units.append(Unit(path, "package", "", "", pmcid, licence, rank[0]))
         else:
             units.append(Unit(path, "bulk_xml", member, package.get(pmcid, no_package)[1], pmcid, licence, rank[0]))
+    units.sort(key=_SORT_KEY)  # the order of discover_units: it then merges sorted runs
     return units
