@@ -269,6 +269,17 @@ def test_resume_runs_no_code_from_a_copied_in_checkpoint(tmp_path):
     assert not marker.exists() and "TORCH_FORCE_WEIGHTS_ONLY_LOAD" not in os.environ
 
 
+def test_more_local_ranks_than_gpus_is_a_clear_error(monkeypatch):
+    from panel2patch.train import distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(RuntimeError, match="local rank 1 has no GPU of its own: this node has 1 visible"):
+        distributed.device_for(1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert distributed.device_for(3) == torch.device("cpu")
+
+
 def test_slurm_env_mapping(monkeypatch):
     fake = {"SLURM_PROCID": "3", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1",
             "SLURM_JOB_NODELIST": "gpu[003-004,017]", "SLURM_JOB_ID": "123456"}

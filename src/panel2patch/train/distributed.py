@@ -73,7 +73,13 @@ def world_from_env() -> tuple[int, int, int]:
 
 
 def device_for(local_rank: int) -> torch.device:
+    """The rank's GPU (one per local rank) when torch sees a GPU, else the CPU."""
     if torch.cuda.is_available():
+        if local_rank >= torch.cuda.device_count():
+            raise RuntimeError(
+                f"local rank {local_rank} has no GPU of its own: this node has {torch.cuda.device_count()} visible "
+                "GPU(s); start at most that many ranks per node (train resources / --nproc_per_node), "
+                "or hide the GPUs (CUDA_VISIBLE_DEVICES=) to train on the CPU")
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
