@@ -34,8 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated data stages to rerun with the workflow in a scratch folder and compare bit for "
                         "bit: ingest, ingest_summary, text, layout, markers, align, corpus_pairs, corpus, or data (all); "
                         "train: its final metrics within --tolerance")
-    p.add_argument("--tolerance", type=float, default=0.05,
-                   help="--reproduce train: largest absolute difference per final val/ and test/ metric (default 0.05)")
+    p.add_argument("--tolerance", type=float,
+                   help="--reproduce train: largest absolute difference per final val/ and test/ metric "
+                        "(default: panel2patch.audit.reproduce.TOLERANCE, 0.05)")
     p.add_argument("--scratch", help="empty or new scratch folder for --reproduce, kept after (default: a temporary "
                                      "folder, removed after)")
     p.add_argument("--out", help="folder for audit.json, audit.md, audit.html (default: <results>/audit)")
@@ -45,12 +46,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from panel2patch.audit import AuditError, audit, load_config, log_to_mlflow, terminal, write
     from panel2patch.audit.records import find_results
-    from panel2patch.audit.reproduce import CHOICES
+    from panel2patch.audit.reproduce import stage_names
     from panel2patch.cli import EXIT_FAILED, EXIT_OK, UsageError, summary
 
-    bad = [s for s in args.reproduce if s not in CHOICES]
-    if bad:
-        raise UsageError(f"--reproduce {','.join(bad)}: reproducible stages are {', '.join(CHOICES)}")
+    try:
+        stage_names(args.reproduce)
+    except ValueError as exc:
+        raise UsageError(f"--reproduce: {exc}") from None
     try:
         results = find_results(args.path)
         root = results.parent

@@ -25,7 +25,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from panel2patch.tracking import flatten, sha256_path
+from panel2patch.digest import sha256_path
+from panel2patch.tracking import flatten
 
 from .records import Record
 

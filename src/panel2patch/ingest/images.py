@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile
 
-from ..digest import sha256_file  # noqa: F401  (also imported from here)
+from ..digest import sha256_file
 from .tables import SkipError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never half an image
