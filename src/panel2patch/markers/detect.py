@@ -96,6 +96,8 @@ DEFAULTS = {
     "verifier": None,         # marker verifier weights (.pt); None: the weights shipped in the package
     "verify_score": 0.7,      # keep candidates the verifier calls a marker with at least this probability (chosen on the tune split)
     "verify_min_size": 12,    # px (working scale), long side of a verifier candidate
+    "verify_open": 5,         # px; white/black masks also opened by a disc this wide (0: off), so a marker joined
+                              # to text or an outline by a thin stroke is a candidate of its own (chosen on the tune split)
 }
 METHODS = {"heuristic": ("shapes",), "learned": ("learned",), "both": ("shapes", "learned"),
            "verified": ("verified",)}
