@@ -416,6 +416,19 @@ def test_inline_enumeration_after_with():
     assert out["C"] == "Spectrum of Pd 3d levels." and out["_shared"] == "XPS of the nanostructures."
 
 
+def test_sentences_after_an_inline_enumeration_are_shared():
+    """'... of (a) X and (b) Y mice. More text.': the enumeration ends with its sentence; what
+    follows describes the figure (the hand-labelled set's convention), not the last panel. A
+    sentence-initial last letter keeps its following sentences."""
+    out = split_caption("Dispersal within the territory for cohorts of (a) C57BL/6 and (b) BALB/c mice. Software "
+                        "gives the time spent in each compartment. An example shows the dark phase.")
+    assert out["B"] == "BALB/c mice."
+    assert out["_shared"].endswith("Software gives the time spent in each compartment. An example shows the dark phase.")
+    out = split_caption("Dispersal in two strains. (a) C57BL/6 mice. (b) BALB/c mice. Their activity is lower "
+                        "in the dark phase.")
+    assert out["B"] == "BALB/c mice. Their activity is lower in the dark phase."
+
+
 def test_nature_style_letter_groups_open_sentences():
     # 'b, c Text' and 'd–f Text' (Nature journals): the group owns its sentence, and the letters
     # cited inside it, one panel each, only qualify the group's text (it goes to every letter)

@@ -944,7 +944,11 @@ def segment_caption(caption: str) -> Segmentation:
             sharable.append((s_start, s1, bool(note or (cited - lab)), bool(cited - lab)))
         tail = []
         first_cite = next((i for i, x in enumerate(sharable) if x[3]), None)
-        if first_cite is not None:
+        if pre[-1].role == "enum":
+            # the last letter closes an inline enumeration ('cohorts of (a) C57BL/6 and (b) BALB/c
+            # mice.'): its text ends with that sentence; the sentences after it are about the figure
+            tail = [(a, b) for a, b, ok, _ in sharable if ok is not None]
+        elif first_cite is not None:
             # a sentence citing other panels shows that the text from the first shared sentence
             # before it on is about several panels: all of it is shared
             first = next(i for i, x in enumerate(sharable) if x[2])
