@@ -118,6 +118,32 @@ def test_synthetic_lowercase_letters_in_dark_mosaic():
         assert p["kind"] == "image"
 
 
+def test_letter_followed_by_a_smaller_title_is_a_label():
+    """'h Eco-HAB – sociability': a panel letter with its panel's title set smaller right after it,
+    a little over the title's word space away, is read as a label (it was taken for the first
+    letter of a word, and the panel merged with its neighbour)."""
+    from panel2patch.layout.letters import find_labels
+    from panel2patch.layout.split import prepare
+
+    rng = np.random.default_rng(3)
+    img = Image.new("RGB", (640, 560), "white")
+    d = ImageDraw.Draw(img)
+    big, small = _font(24), _font(15)
+    for k, ch in enumerate("ABCD"):
+        r, c = divmod(k, 2)
+        x1, y1 = 20 + c * 310, 20 + r * 270
+        d.text((x1, y1), ch, fill="black", font=big)
+        ink = np.asarray(img)[y1:y1 + 40, x1:x1 + 40].min(axis=2) < 128
+        rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
+        gh, gx2, gy2 = rows[-1] - rows[0] + 1, x1 + cols[-1] + 1, y1 + rows[-1] + 1
+        # the title's capitals about 0.6 of the letter's height, its ink 0.25 of that height away
+        ex1, _, _, ey2 = d.textbbox((0, 0), "E", font=small)
+        d.text((gx2 + round(0.25 * gh) - ex1, gy2 - ey2), "Eco-HAB sociability", fill="black", font=small)
+        _plot(d, (x1 + 10, y1 + 40, x1 + 290, y1 + 250), rng)
+    labels, _ = find_labels(prepare(img))
+    assert [lab.text for lab in labels] == list("ABCD")
+
+
 def test_single_panel_figures():
     rng = np.random.default_rng(2)
     photo = Image.fromarray(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)).resize((640, 480))

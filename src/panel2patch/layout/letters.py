@@ -271,7 +271,9 @@ def _context(x, y, w, h, idx) -> dict[str, np.ndarray]:
     # or (rotated text) directly above / below.
     glyphlike = (ch <= 1.6 * G) & (cw <= 3 * G) & (cw * ch >= 3)
     others = same_line & ~extra & glyphlike
-    near = others & (((cx1 >= L2 - 1) & (cx1 - L2 < 0.3 * G)) | ((cx2 <= L1 + 1) & (L1 - cx2 < 0.3 * G)) |
+    # (a title set smaller right after a label, 'h Eco-HAB', is at a word space of the smaller size)
+    space = np.where(ch < 0.75 * G, 0.2 * G, 0.3 * G)
+    near = others & (((cx1 >= L2 - 1) & (cx1 - L2 < space)) | ((cx2 <= L1 + 1) & (L1 - cx2 < space)) |
                      ((cx1 < L2) & (cx2 > L1)))
     hov = np.minimum(cx2, L2) - np.maximum(cx1, L1)
     column = glyphlike & (hov > 0.4 * (L2 - L1)) & (np.maximum(ch, cw) >= 0.4 * G)
