@@ -97,9 +97,10 @@ def test_train_verifier_writes_a_loadable_versioned_artifact(tmp_path, shared_da
     out = tmp_path / "v.pt"
     real = verify.real_tune_panels(verify.hand_labelled_records(shared_data / "panels-gt" / "hand-labelled-dev")[:2])
     meta = verify.train_verifier(out, n_panels=12, epochs=1, sources={"textures": 6, "vqa_rad": str(shared_data / "vqa-rad")},
-                                 real=real, progress=False)
+                                 real=real, progress=False, verify_open=5)
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["sha256"] == verify.sha256_file(out) and side["format"] == verify.FORMAT
+    assert side["verify_open"] == 5  # trained on the opened masks' candidates too, as at inference
     assert meta["samples"] > 0 and len(meta["losses"]) == 1 and np.isfinite(meta["losses"][0])
     net = verify.load_verifier(out)
     img = grey_image(seed=14)

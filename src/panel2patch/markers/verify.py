@@ -503,15 +503,14 @@ def build_bank(src: dict, seed: int = 0) -> list:
 
 
 def build_dataset(n_panels: int, seed: int, sources: dict, real: list | None = None, neg_keep: float = 0.35,
-                  progress: bool = True):
-    """Synthetic (and real tune) training samples as numpy arrays."""
+                  progress: bool = True, verify_open: int = 0):
+    """Synthetic (and real tune) training samples as numpy arrays; ``verify_open``: candidates of
+    the opened masks too, as at inference (:func:`candidates`)."""
     from .detect import DEFAULTS
     from .learned import CLASSES as DET_CLASSES, MarkerPanels
     from .synthetic import overlay
 
-    # Training judges the masks' own components: the shipped weights were trained so, and an opened
-    # component of a glyph that touches nothing is the same component.
-    p = dict(DEFAULTS, verify_open=0)
+    p = dict(DEFAULTS, verify_open=int(verify_open))
     bank = build_bank(sources, seed)
     ds = MarkerPanels(bank, n_panels, seed=seed, image_size=int(sources.get("image_size", 420)), max_markers=6)
     parts = []
@@ -577,7 +576,8 @@ def real_tune_panels(records: list[dict], reps: int = 4) -> list:
 
 def train_verifier(out_path: str | Path, n_panels: int = 3000, epochs: int = 8, seed: int = 0,
                    sources: dict | None = None, real: list | None = None, batch: int = 256, lr: float = 2e-3,
-                   progress: bool = True, real_source: str | None = None, arch: str = "double") -> dict:
+                   progress: bool = True, real_source: str | None = None, arch: str = "double",
+                   verify_open: int = 0) -> dict:
     """Build the data, train, and write ``out_path`` (.pt: state dict + format + meta) and a
     ``.json`` sidecar (sha256, data, losses, seconds)."""
     import torch
@@ -585,7 +585,7 @@ def train_verifier(out_path: str | Path, n_panels: int = 3000, epochs: int = 8, 
 
     torch.manual_seed(seed)
     t0 = time.time()
-    X, V, y, T = build_dataset(n_panels, seed, sources or {}, real, progress=progress)
+    X, V, y, T = build_dataset(n_panels, seed, sources or {}, real, progress=progress, verify_open=verify_open)
     t_data = time.time() - t0
     counts = np.bincount(y, minlength=len(CLASSES)).tolist()
     log.info("verifier data: %d samples %s in %.0f s", len(y), dict(zip(CLASSES, counts)), t_data)
@@ -627,6 +627,7 @@ def train_verifier(out_path: str | Path, n_panels: int = 3000, epochs: int = 8, 
     out_path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "arch": arch, "classes": list(CLASSES), "crop": CROP, "window": WINDOW, "samples": int(len(y)),
             "class_counts": dict(zip(CLASSES, counts)), "n_panels": n_panels, "epochs": epochs, "seed": seed,
+            **({"verify_open": int(verify_open)} if verify_open else {}),
             "sources": {k: str(v) for k, v in (sources or {}).items()}, "real_panels": len(real or []), "real_source": real_source,
             "losses": losses, "seconds_data": round(t_data, 1), "seconds": round(time.time() - t0, 1)}
     save_weights(out_path, net.state_dict(), meta)
@@ -670,4 +671,4 @@ def train_from_config(cfg: dict, out_path: str | Path, threads: int = 1, progres
                           sources={"vqa_rad": src.get("vqa_rad"), "textures": int(src.get("textures", 60)),
                                    "max_side": int(src.get("max_side", 640))},
                           real=real, progress=progress, real_source=src.get("hand_labelled"),
-                          arch=str(cfg.get("arch", "double")))
+                          arch=str(cfg.get("arch", "double")), verify_open=int(cfg.get("open", 0)))
