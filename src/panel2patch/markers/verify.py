@@ -143,7 +143,7 @@ def features(rgb: np.ndarray, cands: list[dict], planes: dict) -> tuple[np.ndarr
         X[k, 2] = _warp((sub > 0).astype(np.float32), x0 - bx0, y0 - by0, side, interp)  # the whole mask
         b = c["bbox"]
         w, h = b[2] - b[0], b[3] - b[1]
-        V[k, MASKS.index(c["mask"].split("+")[0])] = 1.0
+        V[k, MASKS.index(_base_mask(c["mask"]))] = 1.0
         V[k, 3] = max(w, h) / short
         V[k, 4] = c["area"] / max(1.0, w * h)
         V[k, 5] = min(w, h) / max(1.0, max(w, h))
@@ -232,33 +232,29 @@ def _snap(tip, lab: np.ndarray, label: int, bbox) -> tuple[np.ndarray, np.ndarra
     return t, (d / n if n > 0 else np.array([0.0, 0.0]))
 
 
-def _snap_unopened(tip, c: dict, planes: dict, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """For a candidate of an opened mask: the tip moved onto the nearest pixel of the mask as drawn
-    (within ``k`` px of the opened component, where its point was cut off), the direction kept."""
+def _snap_unopened(t: np.ndarray, d: np.ndarray, c: dict, planes: dict, k: int) -> np.ndarray:
+    """For a candidate of an opened mask, whose tip ``t`` (direction ``d``) :func:`_snap` put on
+    the opened component: the tip moved out to where the glyph as drawn ends, i.e. the pixel of the
+    unopened mask farthest along ``d`` among those within ``k`` px of the component and ``2 k`` px
+    of ``t`` (the opening cut the point off)."""
+    if not d.any():
+        return t
     x1, y1, x2, y2 = c["bbox"]
     lab, _ = planes[c["mask"]]
-    base, _ = planes[c["mask"].split("+")[0]]
+    base, _ = planes[_base_mask(c["mask"])]
     H, W = base.shape
     X1, Y1, X2, Y2 = max(0, x1 - k), max(0, y1 - k), min(W, x2 + k), min(H, y2 + k)
     comp = (lab[Y1:Y2, X1:X2] == c["label"]).astype(np.uint8)
     near = cv2.dilate(comp, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))) > 0
     ys, xs = np.nonzero(near & (base[Y1:Y2, X1:X2] > 0))
-    ys_c, xs_c = np.nonzero(comp)
-    centre = np.array([xs_c.mean() + X1, ys_c.mean() + Y1])
     pts = np.stack([xs + X1, ys + Y1], 1).astype(np.float64)
-    # the drawn pixel farthest out along the direction from the centroid through the predicted tip,
-    # among those near the predicted tip
-    d = tip - centre
-    n = np.hypot(*d)
-    if n == 0 or not len(pts):
-        return tip, np.array([0.0, 0.0])
-    u = d / n
-    close = ((pts - tip) ** 2).sum(1) <= (2 * k) ** 2
-    if not close.any():
-        return tip, u
-    cand = pts[close]
-    t = cand[int(np.argmax((cand - centre) @ u))]
-    return t, u
+    pts = pts[((pts - t) ** 2).sum(1) <= (2 * k) ** 2]
+    return pts[int(np.argmax(pts @ d))] if len(pts) else t
+
+
+def _base_mask(name: str) -> str:
+    """``"white+open"`` -> ``"white"``: the mask an opened plane was made from."""
+    return name.split("+")[0]
 
 
 def verified_proposals(rgb: np.ndarray, params: dict) -> list[dict]:
@@ -282,14 +278,14 @@ def verified_proposals(rgb: np.ndarray, params: dict) -> list[dict]:
             x0, y0, side = _window(b)
             t, d = _snap(np.array([x0 + tp[0] * side, y0 + tp[1] * side]), lab, c["label"], b)
             if c["mask"].endswith("+open"):  # the opening blunts the point: snap onto the glyph as drawn
-                t, d = _snap_unopened(t, c, planes, int(params.get("verify_open", 0)))
+                t = _snap_unopened(t, d, c, planes, int(params.get("verify_open", 0)))
             tip = [float(t[0]), float(t[1])]
             d = [float(d[0]), float(d[1])]
         if c["mask"] == "colour":
             comp = lab[b[1]:b[3], b[0]:b[2]] == c["label"]
             col = colour_name(rgb[b[1]:b[3], b[0]:b[2]][comp].mean(axis=0))
         else:
-            col = c["mask"].split("+")[0]
+            col = _base_mask(c["mask"])
         out.append({"type": typ, "bbox": list(b), "colour": col, "tip": tip, "direction": d,
                     "score": round(score, 4), "source": "verified"})
     return _drop_contained(out)
