@@ -74,6 +74,47 @@ def test_arrow_joined_to_its_label_is_judged_on_its_own():
     assert m["type"] == "arrow" and math.hypot(m["tip"][0] - tip[0], m["tip"][1] - tip[1]) <= 8
 
 
+def test_batchnorm_folded_into_convolutions_keeps_the_outputs():
+    import torch
+
+    obj = torch.load(verify.DEFAULT_WEIGHTS, map_location="cpu", weights_only=True)
+    plain = verify.VerifierNet(obj.get("meta", {}).get("arch", "double"))
+    plain.load_state_dict(obj["state_dict"])
+    plain.eval()
+    fused = verify.load_verifier()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    rng = np.random.default_rng(0)
+    X = rng.normal(0, 1, (64, 3, verify.CROP, verify.CROP)).astype(np.float32)
+    V = rng.uniform(0, 1, (64, 6)).astype(np.float32)
+    for a, b in zip(verify.predict(plain, X, V), verify.predict(fused, X, V)):
+        assert np.allclose(a, b, atol=1e-4)
+
+
+def test_thin_antialiased_white_arrows_are_found_whole():
+    """Call-out style on a micrograph: a thin white line arrow drawn at 4x and shrunk, so its
+    1-2 px strokes are white only along their core and grey (below ``white_level``) at their
+    anti-aliased edges. The white mask keeps fragments; its hysteresis growth (``verify_hyst``)
+    keeps the arrow whole, and it is found with its tip on the head."""
+    import cv2
+
+    from panel2patch.markers.synthetic import draw_arrow
+
+    found = {0: 0, DEFAULTS["verify_hyst"]: 0}
+    for seed in range(10):
+        rng = np.random.default_rng(seed)
+        big = np.full((1280, 1440, 3), 140, np.uint8)
+        tip = (600.0 + rng.uniform(-3, 3), 520.0 + rng.uniform(-3, 3))
+        b = draw_arrow(big, tip, math.radians(rng.uniform(40, 140)), 200, 5, 28, 36, (255, 255, 255))
+        img = cv2.resize(big, (360, 320), interpolation=cv2.INTER_AREA).astype(np.float32)
+        img += grey_image(seed=seed, level=140, spread=20).astype(np.float32) - 140
+        img = np.clip(img + rng.normal(0, 6, img.shape[:2])[..., None], 0, 255).astype(np.uint8)
+        box = [b[0] // 4, b[1] // 4, (b[2] + 3) // 4, (b[3] + 3) // 4]
+        for k in found:
+            hits = [m for m in detect_markers(img, {"verify_hyst": k}) if iou(m["bbox"], box) >= 0.5]
+            found[k] += bool(hits) and math.hypot(hits[0]["tip"][0] - tip[0] / 4, hits[0]["tip"][1] - tip[1] / 4) <= 4
+    assert found[DEFAULTS["verify_hyst"]] >= 6 and found[DEFAULTS["verify_hyst"]] >= 2 * found[0], found  # 7 and 3 here
+
+
 @pytest.mark.parametrize("method", ["verified", "heuristic"])
 def test_block_arrow_points_where_its_head_is(method):
     """A cursor-like arrow whose head is most of the glyph, pointing up-left (eLife 01222 Fig. 4

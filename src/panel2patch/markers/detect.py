@@ -94,10 +94,12 @@ DEFAULTS = {
     "weights": None,          # learned marker detector (.pt from train_marker_detector); None: heuristic only
     "learned_score": 0.5,     # keep learned boxes with at least this score
     "verifier": None,         # marker verifier weights (.pt); None: the weights shipped in the package
-    "verify_score": 0.7,      # keep candidates the verifier calls a marker with at least this probability (chosen on the tune split)
+    "verify_score": 0.75,     # keep candidates the verifier calls a marker with at least this probability (chosen on the tune split)
     "verify_min_size": 12,    # px (working scale), long side of a verifier candidate
     "verify_open": 5,         # px; white/black masks also opened by a disc this wide (0: off), so a marker joined
                               # to text or an outline by a thin stroke is a candidate of its own (chosen on the tune split)
+    "verify_hyst": 30,        # grey levels; the verifier's white mask grown by hysteresis down to white_level minus
+                              # this (0: off), so a thin anti-aliased white stroke is one candidate (chosen on the tune split)
 }
 METHODS = {"heuristic": ("shapes",), "learned": ("learned",), "both": ("shapes", "learned"),
            "verified": ("verified",)}
@@ -176,16 +178,35 @@ def _colour_mask(rgb: np.ndarray, p: dict, chroma: np.ndarray) -> tuple[np.ndarr
     return keep[lab].astype(np.uint8), grey
 
 
-def _extreme_masks(rgb: np.ndarray, p: dict, chroma: np.ndarray) -> list[tuple[str, np.ndarray]]:
+def _extreme_masks(rgb: np.ndarray, p: dict, chroma: np.ndarray, hyst: int = 0) -> list[tuple[str, np.ndarray]]:
+    """Near-white and near-black glyph masks. ``hyst`` > 0: the white mask is grown by hysteresis,
+    its level lowered by that many grey levels where the lower-level component holds a pixel at
+    the full level, so a thin anti-aliased white stroke, white only along its core, is one
+    component instead of fragments. (Not for black: on radiographs a lowered black level joins
+    black glyphs to dark anatomy.)"""
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     # extreme AND much brighter/darker than the local mean (a box of ~12% of the panel): a glyph
     # is separated from large white/black areas (paper, air outside the body) it may touch
     k = max(15, int(0.12 * min(gray.shape)) | 1)
     local = cv2.blur(gray.astype(np.float32), (k, k))
     g = gray.astype(np.float32)
-    white = ((gray >= p["white_level"]) & (chroma < 40) & (g - local >= p["local_contrast"])).astype(np.uint8)
+    bright = (chroma < 40) & (g - local >= p["local_contrast"])
+    white = ((gray >= p["white_level"]) & bright).astype(np.uint8)
+    if hyst > 0:
+        white = _hysteresis(white, ((gray >= p["white_level"] - hyst) & bright).astype(np.uint8))
     black = ((gray <= p["black_level"]) & (local - g >= p["local_contrast"])).astype(np.uint8)
     return [("white", white), ("black", black)]
+
+
+def _hysteresis(core: np.ndarray, wide: np.ndarray) -> np.ndarray:
+    """The components of ``wide`` (uint8 0/1) that hold a pixel of ``core``."""
+    if not core.any():
+        return core
+    n, lab = cv2.connectedComponents(wide, connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[np.unique(lab[core > 0])] = True
+    keep[0] = False
+    return keep[lab].astype(np.uint8)
 
 
 # --------------------------------------------------------------------------- shape analysis
