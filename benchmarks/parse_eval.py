@@ -1,9 +1,13 @@
 """Score the parse as a user runs it (``panel2patch panels`` + ``panel2patch markers``, default
 options) on the real evaluation set of ``benchmarks/evalset.py``, per source and per split.
 
-    .venv/bin/python benchmarks/parse_eval.py [--split check|tune|all] [--source S ...] [--json OUT] [-v]
+    .venv/bin/python benchmarks/parse_eval.py [--split check|tune|all] [--source S ...] [--scale F] [--json OUT] [-v]
 
 Only ``check`` numbers are results: ``tune`` figures were looked at while developing.
+
+``--scale F`` resizes every image by F (Lanczos, saved as PNG) before the commands run and maps
+their boxes, letters' boxes, tips and patches back to the labelled image's pixels: how much the
+numbers depend on the resolution a figure happens to come at (unseen figures come at any).
 
 Scores (micro averages over the figures of a group):
 
@@ -174,21 +178,45 @@ class Score:
         return out
 
 
-def run(recs: list[dict], verbose: bool = False, marker_params: dict | None = None) -> dict:
+def _rescaled(path: str, scale: float, out: Path) -> str:
+    """``path`` resized by ``scale`` (Lanczos), written as the PNG ``out``."""
+    from PIL import Image
+
+    from panel2patch.ingest.images import to_rgb
+
+    img = to_rgb(Image.open(path))
+    img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.LANCZOS).save(out)
+    return str(out)
+
+
+def _unscale(items: list, scale: float, keys=("bbox", "label_bbox", "tip")) -> list:
+    """Copies of predicted panels / markers / patches with their coordinates divided by ``scale``."""
+    if scale == 1.0:
+        return items
+    return [{**it, **{k: [v / scale for v in it[k]] for k in keys if it.get(k)}} for it in items]
+
+
+def run(recs: list[dict], verbose: bool = False, marker_params: dict | None = None, scale: float = 1.0) -> dict:
+    import tempfile
+
     from panel2patch.layout.cli import process_image as panels_of
     from panel2patch.markers.cli import process_image as markers_of
 
     groups: dict[str, Score] = defaultdict(Score)
     per_fig = []
     t_layout = t_markers = 0.0
+    tmp = tempfile.TemporaryDirectory(prefix="parse_eval_")
     for rec in recs:
         path = str(evalset.image_path(rec))
+        if scale != 1.0:
+            path = _rescaled(path, scale, Path(tmp.name) / f"{len(per_fig)}.png")
         keys = [f"{rec['split']}/{rec['source']}", f"{rec['split']}/ALL"]
         row = {"id": rec["id"], "split": rec["split"], "source": rec["source"]}
         if "panels" in rec.get("scope", []) and rec.get("panels"):
             t = time.perf_counter()
             pr = panels_of(path)
             t_layout += time.perf_counter() - t
+            pr["panels"] = _unscale(pr["panels"], scale)
             for k in keys:
                 ok = groups[k].panels(pr["panels"], rec["panels"])
                 e2e = groups[k].end_to_end(pr["panels"], rec)
@@ -198,13 +226,15 @@ def run(recs: list[dict], verbose: bool = False, marker_params: dict | None = No
             t = time.perf_counter()
             mr = markers_of(path, params=marker_params)
             t_markers += time.perf_counter() - t
+            mr["markers"], mr["patches"] = _unscale(mr["markers"], scale), _unscale(mr["patches"], scale)
             for k in keys:
                 ok = groups[k].markers(mr["markers"], mr["patches"], rec)
             row["markers"] = {"gold": len(rec.get("markers") or []), "pred": len(mr["markers"]), "ok": ok}
         per_fig.append(row)
         if verbose:
             print(json.dumps(row), file=sys.stderr)
-    return {"groups": {k: g.report() for k, g in sorted(groups.items())}, "per_figure": per_fig,
+    tmp.cleanup()
+    return {"groups": {k: g.report() for k, g in sorted(groups.items())}, "per_figure": per_fig, "scale": scale,
             "seconds": {"panels": round(t_layout, 1), "markers": round(t_markers, 1)}}
 
 
@@ -217,6 +247,8 @@ def main(argv=None) -> int:
     ap.add_argument("--verifier", default=None, help="marker verifier weights (default: the shipped ones)")
     ap.add_argument("--verify-score", type=float, default=None,
                     help="markers.detect.verify_score (default: the CLI's); pick it on --split tune only")
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="resize every image by this factor first; boxes are mapped back (default 1: as labelled)")
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)
     recs = [r for r in evalset.load() if args.split in ("all", r["split"])
@@ -224,7 +256,9 @@ def main(argv=None) -> int:
     recs = [r for r in recs if r.get("checked")]
     mp = {k: v for k, v in (("method", args.markers_method), ("verifier", args.verifier),
                             ("verify_score", args.verify_score)) if v is not None}
-    out = run(recs, args.verbose, mp or None)
+    if args.scale <= 0:
+        ap.error("--scale must be > 0")
+    out = run(recs, args.verbose, mp or None, scale=args.scale)
     print(f"{'group':28s} {'figs':>4s} {'P':>6s} {'R':>6s} {'F1':>6s} {'letters':>8s} | {'mk figs':>7s} {'gold':>5s} "
           f"{'R':>6s} {'P':>6s} {'tip':>6s} {'patch':>6s} | {'e2e n':>5s} {'own':>6s} {'txt':>6s} {'lost b/l/t':>10s}")
     for k, g in out["groups"].items():

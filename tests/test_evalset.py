@@ -65,3 +65,18 @@ def test_scorer_counts_tips_patches_and_ignored_boxes():
     p = s2.report()["panels"]
     assert p["P"] == 1.0 and p["R"] == round(2 / 3, 3) and p["letters"] == 0.5
     json.dumps(p)
+
+
+def test_scaled_run_maps_predictions_back_to_the_labelled_pixels(shared_data):
+    """``--scale``: the commands run on a resized copy; their boxes, letter boxes, tips and patches
+    come back in the labelled image's pixels, so a figure parsed right at 1.5x scores as at 1x."""
+    ev, pe = load_benchmark("evalset"), load_benchmark("parse_eval")
+    item = {"bbox": [30, 60, 90, 120], "label_bbox": [30, 60, 36, 70], "tip": [45.0, 75.0], "label": "a"}
+    assert pe._unscale([item], 1.5) == [{"bbox": [20, 40, 60, 80], "label_bbox": [20, 40, 24, 140 / 3],
+                                         "tip": [30.0, 50.0], "label": "a"}]
+    assert pe._unscale([item], 1.0)[0] is item
+    recs = [r for r in ev.load(shared_data) if r["id"] == "elife32671_fig1"]
+    for scale in (1.0, 1.5):
+        out = pe.run(recs, scale=scale)
+        p = out["groups"]["tune/hand-labelled-dev"]["panels"]
+        assert out["scale"] == scale and p["F1"] == 1.0 and p["letters"] == 1.0, (scale, p)
