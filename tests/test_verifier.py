@@ -138,10 +138,11 @@ def test_train_verifier_writes_a_loadable_versioned_artifact(tmp_path, shared_da
     out = tmp_path / "v.pt"
     real = verify.real_tune_panels(verify.hand_labelled_records(shared_data / "panels-gt" / "hand-labelled-dev")[:2])
     meta = verify.train_verifier(out, n_panels=12, epochs=1, sources={"textures": 6, "vqa_rad": str(shared_data / "vqa-rad")},
-                                 real=real, progress=False, verify_open=5)
+                                 real=real, progress=False, verify_open=5, verify_hyst=30, scale_jitter=(0.6, 1.6))
     side = json.loads(out.with_suffix(".json").read_text())
     assert side["sha256"] == verify.sha256_file(out) and side["format"] == verify.FORMAT
-    assert side["verify_open"] == 5  # trained on the opened masks' candidates too, as at inference
+    # trained on the opened and grown masks' candidates too, as at inference, at other resolutions
+    assert side["verify_open"] == 5 and side["verify_hyst"] == 30 and side["scale_jitter"] == [0.6, 1.6]
     assert meta["samples"] > 0 and len(meta["losses"]) == 1 and np.isfinite(meta["losses"][0])
     net = verify.load_verifier(out)
     img = grey_image(seed=14)
@@ -149,6 +150,18 @@ def test_train_verifier_writes_a_loadable_versioned_artifact(tmp_path, shared_da
     found = detect_markers(img, {"verifier": str(out), "verify_score": 0.0})
     assert found and all(m["source"] == "verified" for m in found)
     assert net is verify.load_verifier(out)  # cached per process
+
+
+def test_rescaled_training_panel_keeps_its_markers_in_place():
+    img = grey_image(seed=3)
+    box = draw_arrowhead(img, (150.0, 120.0), math.radians(40), 30, 22, (255, 255, 255))
+    m = {"type": "arrowhead", "bbox": list(box), "tip": [150.0, 120.0]}
+    for f in (0.6, 1.6):
+        out, (m2,) = verify._rescaled(img, [m], f)
+        assert out.shape[0] == round(img.shape[0] * f) and out.shape[1] == round(img.shape[1] * f)
+        cands, _ = verify.candidates(out, dict(DEFAULTS))
+        assert any(iou(c["bbox"], m2["bbox"]) >= 0.6 for c in cands), f
+        assert m2["tip"] == pytest.approx([150.0 * out.shape[1] / img.shape[1], 120.0 * out.shape[0] / img.shape[0]])
 
 
 def test_wrong_file_is_a_clear_error(tmp_path):

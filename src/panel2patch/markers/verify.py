@@ -513,15 +513,18 @@ def build_bank(src: dict, seed: int = 0) -> list:
 
 
 def build_dataset(n_panels: int, seed: int, sources: dict, real: list | None = None, neg_keep: float = 0.35,
-                  progress: bool = True, verify_open: int = 0):
-    """Synthetic (and real tune) training samples as numpy arrays; ``verify_open``: candidates of
-    the opened masks too, as at inference (:func:`candidates`). Training uses the white mask without
-    hysteresis (``verify_hyst`` 0), as the shipped weights were trained."""
+                  progress: bool = True, verify_open: int = 0, verify_hyst: int = 0,
+                  scale_jitter: tuple[float, float] | None = None):
+    """Synthetic (and real tune) training samples as numpy arrays; ``verify_open`` /
+    ``verify_hyst``: candidates of the opened masks / of the white mask grown by hysteresis, as at
+    inference (:func:`candidates`; the shipped weights were trained with both 0).
+    ``scale_jitter`` (lo, hi): every panel is resized by a factor drawn from that range before its
+    candidates are taken (markers and their strokes at other resolutions)."""
     from .detect import DEFAULTS
     from .learned import CLASSES as DET_CLASSES, MarkerPanels
     from .synthetic import overlay
 
-    p = dict(DEFAULTS, verify_open=int(verify_open), verify_hyst=0)
+    p = dict(DEFAULTS, verify_open=int(verify_open), verify_hyst=int(verify_hyst))
     bank = build_bank(sources, seed)
     ds = MarkerPanels(bank, n_panels, seed=seed, image_size=int(sources.get("image_size", 420)), max_markers=6)
     parts = []
@@ -543,18 +546,34 @@ def build_dataset(n_panels: int, seed: int, sources: dict, real: list | None = N
                 x1, y1, x2, y2 = (int(v) for v in b)
                 img[max(0, y1 - 1):y2 + 1, max(0, x1 - 1):x2 + 1] = keep[max(0, y1 - 1):y2 + 1, max(0, x1 - 1):x2 + 1]
         img = _add_real_styles(img, markers, rng)
+        if scale_jitter:
+            img, markers = _rescaled(img, markers, float(rng.uniform(*scale_jitter)))
         parts.append(_samples(img, markers, p, rng, neg_keep))
         if progress and (i + 1) % 200 == 0:
             log.info("verifier data: %d/%d panels, %.0f s", i + 1, n_panels, time.time() - t0)
     for img, markers, reps in real or []:
         rng = np.random.default_rng([seed, 11, len(parts)])
         for _ in range(reps):
-            parts.append(_samples(img, markers, p, rng, neg_keep))
+            if scale_jitter:
+                parts.append(_samples(*_rescaled(img, markers, float(rng.uniform(*scale_jitter))), p, rng, neg_keep))
+            else:
+                parts.append(_samples(img, markers, p, rng, neg_keep))
     X = np.concatenate([q[0] for q in parts])
     V = np.concatenate([q[1] for q in parts])
     y = np.concatenate([q[2] for q in parts])
     T = np.concatenate([q[3] for q in parts])
     return X, V, y, T
+
+
+def _rescaled(img: np.ndarray, markers: list[dict], f: float) -> tuple[np.ndarray, list[dict]]:
+    """A panel and its markers (boxes, tips) resized by ``f``."""
+    H, W = img.shape[:2]
+    out = cv2.resize(img, (max(1, round(W * f)), max(1, round(H * f))),
+                     interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+    fx, fy = out.shape[1] / W, out.shape[0] / H
+    ms = [{**m, "bbox": [m["bbox"][0] * fx, m["bbox"][1] * fy, m["bbox"][2] * fx, m["bbox"][3] * fy],
+           **({"tip": [m["tip"][0] * fx, m["tip"][1] * fy]} if m.get("tip") is not None else {})} for m in markers]
+    return out, ms
 
 
 def real_tune_panels(records: list[dict], reps: int = 4) -> list:
@@ -588,7 +607,7 @@ def real_tune_panels(records: list[dict], reps: int = 4) -> list:
 def train_verifier(out_path: str | Path, n_panels: int = 3000, epochs: int = 8, seed: int = 0,
                    sources: dict | None = None, real: list | None = None, batch: int = 256, lr: float = 2e-3,
                    progress: bool = True, real_source: str | None = None, arch: str = "double",
-                   verify_open: int = 0) -> dict:
+                   verify_open: int = 0, verify_hyst: int = 0, scale_jitter: tuple[float, float] | None = None) -> dict:
     """Build the data, train, and write ``out_path`` (.pt: state dict + format + meta) and a
     ``.json`` sidecar (sha256, data, losses, seconds)."""
     import torch
@@ -596,7 +615,8 @@ def train_verifier(out_path: str | Path, n_panels: int = 3000, epochs: int = 8, 
 
     torch.manual_seed(seed)
     t0 = time.time()
-    X, V, y, T = build_dataset(n_panels, seed, sources or {}, real, progress=progress, verify_open=verify_open)
+    X, V, y, T = build_dataset(n_panels, seed, sources or {}, real, progress=progress, verify_open=verify_open,
+                               verify_hyst=verify_hyst, scale_jitter=scale_jitter)
     t_data = time.time() - t0
     counts = np.bincount(y, minlength=len(CLASSES)).tolist()
     log.info("verifier data: %d samples %s in %.0f s", len(y), dict(zip(CLASSES, counts)), t_data)
@@ -639,6 +659,8 @@ def train_verifier(out_path: str | Path, n_panels: int = 3000, epochs: int = 8, 
     meta = {"format": FORMAT, "arch": arch, "classes": list(CLASSES), "crop": CROP, "window": WINDOW, "samples": int(len(y)),
             "class_counts": dict(zip(CLASSES, counts)), "n_panels": n_panels, "epochs": epochs, "seed": seed,
             **({"verify_open": int(verify_open)} if verify_open else {}),
+            **({"verify_hyst": int(verify_hyst)} if verify_hyst else {}),
+            **({"scale_jitter": [float(v) for v in scale_jitter]} if scale_jitter else {}),
             "sources": {k: str(v) for k, v in (sources or {}).items()}, "real_panels": len(real or []), "real_source": real_source,
             "losses": losses, "seconds_data": round(t_data, 1), "seconds": round(time.time() - t0, 1)}
     save_weights(out_path, net.state_dict(), meta)
@@ -682,4 +704,6 @@ def train_from_config(cfg: dict, out_path: str | Path, threads: int = 1, progres
                           sources={"vqa_rad": src.get("vqa_rad"), "textures": int(src.get("textures", 60)),
                                    "max_side": int(src.get("max_side", 640))},
                           real=real, progress=progress, real_source=src.get("hand_labelled"),
-                          arch=str(cfg.get("arch", "double")), verify_open=int(cfg.get("open", 0)))
+                          arch=str(cfg.get("arch", "double")), verify_open=int(cfg.get("open", 0)),
+                          verify_hyst=int(cfg.get("hyst", 0)),
+                          scale_jitter=tuple(cfg["scale_jitter"]) if cfg.get("scale_jitter") else None)
