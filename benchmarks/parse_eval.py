@@ -205,35 +205,34 @@ def run(recs: list[dict], verbose: bool = False, marker_params: dict | None = No
     groups: dict[str, Score] = defaultdict(Score)
     per_fig = []
     t_layout = t_markers = 0.0
-    tmp = tempfile.TemporaryDirectory(prefix="parse_eval_")
-    for rec in recs:
-        path = str(evalset.image_path(rec))
-        if scale != 1.0:
-            path = _rescaled(path, scale, Path(tmp.name) / f"{len(per_fig)}.png")
-        keys = [f"{rec['split']}/{rec['source']}", f"{rec['split']}/ALL"]
-        row = {"id": rec["id"], "split": rec["split"], "source": rec["source"]}
-        if "panels" in rec.get("scope", []) and rec.get("panels"):
-            t = time.perf_counter()
-            pr = panels_of(path)
-            t_layout += time.perf_counter() - t
-            pr["panels"] = _unscale(pr["panels"], scale)
-            for k in keys:
-                ok = groups[k].panels(pr["panels"], rec["panels"])
-                e2e = groups[k].end_to_end(pr["panels"], rec)
-            row["panels"] = {"gold": len(rec["panels"]), "pred": len(pr["panels"]), "ok": ok,
-                             "labels": [p["label"] for p in pr["panels"]], "end_to_end_ok": e2e}
-        if "markers" in rec.get("scope", []):
-            t = time.perf_counter()
-            mr = markers_of(path, params=marker_params)
-            t_markers += time.perf_counter() - t
-            mr["markers"], mr["patches"] = _unscale(mr["markers"], scale), _unscale(mr["patches"], scale)
-            for k in keys:
-                ok = groups[k].markers(mr["markers"], mr["patches"], rec)
-            row["markers"] = {"gold": len(rec.get("markers") or []), "pred": len(mr["markers"]), "ok": ok}
-        per_fig.append(row)
-        if verbose:
-            print(json.dumps(row), file=sys.stderr)
-    tmp.cleanup()
+    with tempfile.TemporaryDirectory(prefix="parse_eval_") as tmp:  # the resized copies (--scale)
+        for rec in recs:
+            path = str(evalset.image_path(rec))
+            if scale != 1.0:
+                path = _rescaled(path, scale, Path(tmp) / f"{len(per_fig)}.png")
+            keys = [f"{rec['split']}/{rec['source']}", f"{rec['split']}/ALL"]
+            row = {"id": rec["id"], "split": rec["split"], "source": rec["source"]}
+            if "panels" in rec.get("scope", []) and rec.get("panels"):
+                t = time.perf_counter()
+                pr = panels_of(path)
+                t_layout += time.perf_counter() - t
+                pr["panels"] = _unscale(pr["panels"], scale)
+                for k in keys:
+                    ok = groups[k].panels(pr["panels"], rec["panels"])
+                    e2e = groups[k].end_to_end(pr["panels"], rec)
+                row["panels"] = {"gold": len(rec["panels"]), "pred": len(pr["panels"]), "ok": ok,
+                                 "labels": [p["label"] for p in pr["panels"]], "end_to_end_ok": e2e}
+            if "markers" in rec.get("scope", []):
+                t = time.perf_counter()
+                mr = markers_of(path, params=marker_params)
+                t_markers += time.perf_counter() - t
+                mr["markers"], mr["patches"] = _unscale(mr["markers"], scale), _unscale(mr["patches"], scale)
+                for k in keys:
+                    ok = groups[k].markers(mr["markers"], mr["patches"], rec)
+                row["markers"] = {"gold": len(rec.get("markers") or []), "pred": len(mr["markers"]), "ok": ok}
+            per_fig.append(row)
+            if verbose:
+                print(json.dumps(row), file=sys.stderr)
     return {"groups": {k: g.report() for k, g in sorted(groups.items())}, "per_figure": per_fig, "scale": scale,
             "seconds": {"panels": round(t_layout, 1), "markers": round(t_markers, 1)}}
 

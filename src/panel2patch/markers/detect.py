@@ -169,13 +169,7 @@ def _colour_mask(rgb: np.ndarray, p: dict, chroma: np.ndarray) -> tuple[np.ndarr
         rare = counts < p["rare_hue_frac"]
         lo &= rare[bins]
     hi = lo & (chroma >= p["chroma_hi"])
-    if not hi.any():
-        return np.zeros(rgb.shape[:2], np.uint8), grey
-    n, lab = cv2.connectedComponents(lo.astype(np.uint8), connectivity=8)
-    keep = np.zeros(n, bool)
-    keep[np.unique(lab[hi])] = True
-    keep[0] = False
-    return keep[lab].astype(np.uint8), grey
+    return _hysteresis(hi.astype(np.uint8), lo.astype(np.uint8)), grey
 
 
 def _extreme_masks(rgb: np.ndarray, p: dict, chroma: np.ndarray, hyst: int = 0) -> list[tuple[str, np.ndarray]]:

@@ -554,10 +554,8 @@ def build_dataset(n_panels: int, seed: int, sources: dict, real: list | None = N
     for img, markers, reps in real or []:
         rng = np.random.default_rng([seed, 11, len(parts)])
         for _ in range(reps):
-            if scale_jitter:
-                parts.append(_samples(*_rescaled(img, markers, float(rng.uniform(*scale_jitter))), p, rng, neg_keep))
-            else:
-                parts.append(_samples(img, markers, p, rng, neg_keep))
+            im, ms = _rescaled(img, markers, float(rng.uniform(*scale_jitter))) if scale_jitter else (img, markers)
+            parts.append(_samples(im, ms, p, rng, neg_keep))
     X = np.concatenate([q[0] for q in parts])
     V = np.concatenate([q[1] for q in parts])
     y = np.concatenate([q[2] for q in parts])
